@@ -1,0 +1,66 @@
+"""Every config key the project understands, with its default value.
+
+Experiment files in `configs/` start from `base_config()` and override a few
+fields, so a config reads like an experiment description and a typo in a key
+fails loudly (see `config_checks`).
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # Networks (cldis_jax.models.build_models). image_size / in_channels / dtype
+  # are shared by every network; latent_dim is d_v, the VAE latent and the
+  # distillation head's output.
+  config.model = ml_collections.ConfigDict(dict(
+      image_size=64,
+      in_channels=3,
+      latent_dim=10,
+      dtype="float32",  # compute dtype: "float32" or "bfloat16"; params are float32
+      diffae=dict(  # reference/diffae_spec.md sections 0-2 (ffhq64 values)
+          base_channels=64,
+          channel_mult=(1, 2, 4, 8),
+          enc_channel_mult=(1, 2, 4, 8, 8),
+          num_res_blocks=2,
+          enc_num_res_blocks=2,
+          attn_resolutions=(16,),
+          enc_attn_resolutions=None,  # None: same as the UNet (official)
+          num_heads=1,
+          embed_dim=512,
+          z_dim=512,
+          dropout=0.1,
+      ),
+      vae=dict(  # Burgess et al. (2018) conv beta-VAE
+          hidden_channels=32,
+          hidden_dim=256,
+          likelihood="bernoulli",  # or "gaussian"
+      ),
+  ))
+
+  # Gaussian diffusion (cldis_jax.diffusion).
+  config.diffusion = ml_collections.ConfigDict(dict(
+      num_timesteps=1000,
+      beta_schedule="linear",  # "linear" (1e-4..0.02) or "constX", e.g. "const0.008"
+      sample_steps=20,  # DDIM steps ("ddimN" spacing) for previews and evaluation
+  ))
+
+  # Adam with global-norm clipping and an EMA of the parameters (spec section 5).
+  config.optim = ml_collections.ConfigDict(dict(
+      learning_rate=1e-4,
+      warmup_steps=0,
+      grad_clip_norm=1.0,
+      weight_decay=0.0,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      ema_decay=0.9999,
+  ))
+
+  config.train = ml_collections.ConfigDict(dict(
+      batch_size=128,  # global batch
+      num_steps=562_500,  # 72M samples / 128
+  ))
+  return config

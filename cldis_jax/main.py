@@ -1,0 +1,36 @@
+"""Entry point: `python -m cldis_jax.main --config configs/<name>.py --mode=<mode>`.
+
+Kept thin on purpose: flags, optional multi-host initialisation, then a call
+into the library (which Colab notebooks and tests import directly).
+"""
+
+from absl import app, flags, logging
+import jax
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
+flags.DEFINE_string("workdir", None, "Where checkpoints, logs and pictures go.")
+flags.DEFINE_enum("mode", "summary", ["summary"],
+                  "summary: print the parameter count of every module.")
+flags.DEFINE_integer("summary_depth", 2, "How many module levels the summary lists.")
+flags.DEFINE_bool("distributed", False,
+                  "Call jax.distributed.initialize() first (multi-host launches).")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.distributed:
+    jax.distributed.initialize()
+  logging.info("JAX process %d/%d, devices: %s", jax.process_index(),
+               jax.process_count(), jax.devices())
+  config = FLAGS.config
+  if FLAGS.mode == "summary":
+    from cldis_jax import summary  # pylint: disable=g-import-not-at-top
+    print(summary.parameter_table(config.model, FLAGS.summary_depth))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,21 @@
+"""A tiny model for tests and smoke runs on a CPU (16x16 images, ~70K parameters).
+
+  python -m cldis_jax.main --config configs/test.py --mode=summary
+"""
+
+from cldis_jax.config_defaults import base_config
+
+
+def get_config(arg=None):
+  del arg
+  config = base_config()
+  config.model.image_size = 16
+  config.model.latent_dim = 4
+  config.model.diffae.update(dict(
+      base_channels=8, channel_mult=(1, 2), enc_channel_mult=(1, 2, 2),
+      num_res_blocks=1, enc_num_res_blocks=1, attn_resolutions=(8,),
+      embed_dim=32, z_dim=32))
+  config.model.vae.update(dict(hidden_channels=8, hidden_dim=32))
+  config.train.batch_size = 4
+  config.train.num_steps = 10
+  return config
