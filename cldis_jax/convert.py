@@ -200,10 +200,11 @@ def load_state_dict(path: str, prefix: str = "ema_model.") -> dict[str, np.ndarr
 
 def load_official(path: str, diffae_template, prefix: str = "ema_model.") -> dict:
   """Official checkpoint file -> our DiffAE params (the EMA weights by default)."""
+  state_dict = load_state_dict(path, prefix)
   try:
-    return from_torch(load_state_dict(path, prefix), diffae_template)
+    return from_torch(state_dict, diffae_template)
   except CheckpointMismatchError as e:
-    raise CheckpointMismatchError(f"{path}: {e}") from e
+    raise CheckpointMismatchError(f"{path}: {e}") from None
 
 
 def main(argv):
@@ -216,7 +217,9 @@ def main(argv):
   params = load_official(FLAGS.checkpoint, template, FLAGS.prefix)
   n = sum(np.size(x) for x in jax.tree.leaves(params))
   output = os.path.abspath(FLAGS.output)
-  ocp.StandardCheckpointer().save(output, {"diffae": params})
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(output, {"diffae": params})
+    checkpointer.wait_until_finished()
   print(f"converted {len(expected_keys(template))} tensors ({n:,} parameters) "
         f"from {FLAGS.checkpoint} -> {output}")
 

@@ -12,7 +12,7 @@ CL-Dis additions whose paper values are unknown (our choices, configurable):
 the beta-VAE co-pilot runs at the same resolution with d_v = 32.
 """
 
-from cldis_jax.config_defaults import base_config
+from cldis_jax.config_lib import base_config
 
 # resolution -> (base channels, UNet mult, encoder mult, global batch, total samples)
 _OFFICIAL = {

@@ -3,7 +3,7 @@
   python -m cldis_jax.main --config configs/test.py --mode=summary
 """
 
-from cldis_jax.config_defaults import base_config
+from cldis_jax.config_lib import base_config
 
 
 def get_config(arg=None):

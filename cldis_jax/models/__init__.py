@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from cldis_jax.config_checks import check_known_keys
+from cldis_jax.config_lib import check_known_keys
 from cldis_jax.models.beta_vae import BetaVAE
 from cldis_jax.models.diffae import DiffAE
 from cldis_jax.models.encoder import SemanticEncoder

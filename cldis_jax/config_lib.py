@@ -1,11 +1,42 @@
-"""Every config key the project understands, with its default value.
+"""Configs: every key the project understands (with defaults), loading a config
+file, and clear errors for keys that nothing understands.
 
 Experiment files in `configs/` start from `base_config()` and override a few
 fields, so a config reads like an experiment description and a typo in a key
-fails loudly (see `config_checks`).
+fails loudly.
 """
 
+import difflib
+import importlib.util
+import os
+from typing import Iterable, Mapping
+
 import ml_collections
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """`path/to/config.py[:arg]` -> `get_config(arg)`, as `--config` does."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"config file {path!r} does not exist (from {spec!r})")
+  module_spec = importlib.util.spec_from_file_location("_cldis_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def check_known_keys(given: Mapping, valid: Iterable[str], where: str) -> None:
+  """Raises ValueError naming each unknown key of `given` and its closest valid ones."""
+  valid = sorted(valid)
+  problems = []
+  for key in given:
+    if key not in valid:
+      close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+      hint = f"did you mean {', '.join(close)}?" if close else "no close match"
+      problems.append(f"{where}.{key} ({hint})")
+  if problems:
+    raise ValueError("unknown config key(s): " + "; ".join(problems)
+                     + f". Valid keys of {where}: {', '.join(valid)}")
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -1,0 +1,174 @@
+"""Times one jitted training step of the Diff-AE (encoder + UNet, eps loss) and of
+the beta-VAE, and DDIM sampling, for a config and batch size.
+
+  python benchmarks/step_benchmark.py --config configs/test.py --batch 4
+  python benchmarks/step_benchmark.py --config configs/ffhq.py:64 --batch 8 --dtype float32
+
+A step is forward + backward + Adam (with global-norm clipping), the work the
+official PyTorch numbers in reference/stack_notes.md measure. Printed per part:
+compile time, median step time over --repeats runs after compilation (with min
+and max, to show the noise), images/s, XLA's flop count of the compiled step
+and the achieved FLOP/s, and peak memory (device peak on accelerators; process
+peak RSS on CPU).
+"""
+
+import argparse
+import resource
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from cldis_jax import config_lib, diffusion, models
+
+
+def _peak_memory_gib():
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    return stats["peak_bytes_in_use"] / 2**30, "device peak"
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process peak RSS"
+
+
+def _flops(compiled):
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
+def _time(fn, args, repeats):
+  """Compiles fn, then runs it `repeats` times; returns (compile_s, times, flops)."""
+  start = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  compile_s = time.perf_counter() - start
+  flops = _flops(compiled)
+  times = []
+  for i in range(repeats + 1):  # the first run warms caches and is not counted
+    start = time.perf_counter()
+    args = compiled(*args)
+    jax.block_until_ready(args)
+    if i:
+      times.append(time.perf_counter() - start)
+  return compile_s, times, flops
+
+
+def _report(name, batch, compile_s, times, flops, note=""):
+  med = statistics.median(times)
+  mem, what = _peak_memory_gib()
+  print(f"{name:<8} step {med:8.4f} s (min {min(times):.4f}, max {max(times):.4f}, "
+        f"n={len(times)})  {batch / med:9.2f} img/s  compile {compile_s:6.1f} s  "
+        f"{flops / 1e9:10.2f} GFLOP/step  {flops / med / 1e12:7.3f} TFLOP/s  "
+        f"{what} {mem:.2f} GiB{note}")
+
+
+def _adam(config):
+  return optax.chain(optax.clip_by_global_norm(config.optim.grad_clip_norm),
+                     optax.adam(config.optim.learning_rate))
+
+
+def diffae_step_fn(config, diffae):
+  """(params, opt_state, x0, rng) -> same, one eps-loss Adam step on encoder + UNet."""
+  tx = _adam(config)
+  process = diffusion.Diffusion.from_config(config.diffusion)
+
+  def step(params, opt_state, x0, rng):
+    k_t, k_noise, k_drop, rng = jax.random.split(rng, 4)
+    t = jax.random.randint(k_t, (x0.shape[0],), 0, process.num_timesteps)
+    noise = jax.random.normal(k_noise, x0.shape)
+    x_t = process.q_sample(x0, t, noise)
+
+    def loss_fn(p):
+      eps = diffae.apply({"params": p}, x0, x_t, t, train=True, rngs={"dropout": k_drop})
+      return jnp.mean(diffusion.eps_mse(eps, noise))
+
+    grads = jax.grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, x0, rng
+
+  return jax.jit(step, donate_argnums=(0, 1)), tx
+
+
+def vae_step_fn(config, vae):
+  tx = _adam(config)
+
+  def step(params, opt_state, x0, rng):
+    k_z, rng = jax.random.split(rng)
+
+    def loss_fn(p):
+      out = vae.apply({"params": p}, x0, k_z)
+      return jnp.mean(out["nll"] + out["kl"])
+
+    grads = jax.grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, x0, rng
+
+  return jax.jit(step, donate_argnums=(0, 1)), tx
+
+
+def denoise_flops(diffae, params, x0):
+  """XLA's flop count of one denoiser call (it counts a scan body only once)."""
+  z = jnp.zeros((x0.shape[0], diffae.z_dim))
+  t = jnp.zeros((x0.shape[0],), jnp.int32)
+  call = jax.jit(lambda p: diffae.apply({"params": p}, x0, t, z, method="denoise"))
+  return _flops(call.lower(params).compile())
+
+
+def sample_fn(config, diffae, steps):
+  process = diffusion.Diffusion.from_config(config.diffusion).respace(steps)
+
+  def sample(params, x0, x_T):
+    variables = {"params": params}
+    z = diffae.apply(variables, x0, method="encode")
+    eps_fn = lambda x, t: diffae.apply(variables, x, t, z, method="denoise")
+    return params, x0, process.ddim_sample(eps_fn, x_T)
+
+  return jax.jit(sample)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--config", default="configs/test.py", help="path[:arg] of a config")
+  parser.add_argument("--batch", type=int, default=None, help="default: the config's")
+  parser.add_argument("--dtype", default=None, help="compute dtype (float32, bfloat16)")
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--parts", default="diffae,vae,sample",
+                      help="comma list of diffae, vae, sample")
+  parser.add_argument("--sample_steps", type=int, default=20)
+  args = parser.parse_args()
+
+  config = config_lib.load_config(args.config)
+  if args.dtype:
+    config.model.dtype = args.dtype
+  batch = args.batch or config.train.batch_size
+  nets = models.build_models(config.model)
+  size, channels = config.model.image_size, config.model.in_channels
+  print(f"{args.config}  batch {batch}  {size}x{size}  dtype {config.model.dtype}  "
+        f"devices {jax.devices()}  jax {jax.__version__}")
+
+  params = models.init_params(nets, jax.random.key(0))
+  x0 = jax.random.uniform(jax.random.key(1), (batch, size, size, channels), minval=-1,
+                          maxval=1)
+  rng = jax.random.key(2)
+  parts = args.parts.split(",")
+  if "diffae" in parts:
+    step, tx = diffae_step_fn(config, nets.diffae)
+    p = jax.tree.map(jnp.copy, params["diffae"])
+    _report("diffae", batch, *_time(step, (p, tx.init(p), x0, rng), args.repeats))
+  if "vae" in parts:
+    step, tx = vae_step_fn(config, nets.vae)
+    p = jax.tree.map(jnp.copy, params["vae"])
+    _report("vae", batch, *_time(step, (p, tx.init(p), x0, rng), args.repeats))
+  if "sample" in parts:
+    x_T = jax.random.normal(jax.random.key(3), x0.shape)
+    sample = sample_fn(config, nets.diffae, args.sample_steps)
+    # Outputs feed the next run (same shapes), so nothing is re-uploaded.
+    compile_s, times, _ = _time(sample, (params["diffae"], x0, x_T), args.repeats)
+    flops = args.sample_steps * denoise_flops(nets.diffae, params["diffae"], x0)
+    _report(f"ddim{args.sample_steps}", batch, compile_s, times, flops,
+            f"  ({statistics.median(times) / args.sample_steps:.4f} s per model call; "
+            "flops: steps x one denoiser call)")
+
+
+if __name__ == "__main__":
+  main()

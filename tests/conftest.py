@@ -1,0 +1,63 @@
+"""Shared fixtures. Compilation dominates at test sizes, so: the 'rbg' PRNG and
+XLA's -O0 backend (each halves a cold compile of a jitted init here), a
+persistent compilation cache, and models initialised once per session."""
+
+import os
+import pathlib
+
+os.environ.setdefault("JAX_DEFAULT_PRNG_IMPL", "rbg")
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_backend_optimization_level=0").strip()
+
+import jax  # noqa: E402  (after the environment above)
+import pytest  # noqa: E402
+
+from cldis_jax import config_lib, models  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DIFFAE_KEYS = pathlib.Path(__file__).resolve().parent / "testdata" / "diffae_keys"
+
+_cache = os.environ.get("CLDIS_TEST_JAX_CACHE",
+                        os.path.expanduser("~/.cache/cldis_jax/test_compilation_cache"))
+if _cache:
+  jax.config.update("jax_compilation_cache_dir", _cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def config_path(name: str) -> str:
+  return str(REPO / "configs" / name)
+
+
+@pytest.fixture(scope="session")
+def test_config():
+  return config_lib.load_config(config_path("test.py"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(test_config):
+  return models.build_models(test_config.model)
+
+
+@pytest.fixture(scope="session")
+def tiny_params(tiny_models):
+  """Freshly initialised parameters of configs/test.py."""
+  return models.init_params(tiny_models, jax.random.key(0))
+
+
+@pytest.fixture(scope="session")
+def random_diffae_params(tiny_params):
+  """DiffAE parameters with every leaf randomised (no zero-initialised layer left)."""
+  leaves, treedef = jax.tree.flatten(tiny_params["diffae"])
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  noisy = [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+  return jax.tree.unflatten(treedef, noisy)
+
+
+def read_official_keys(resolution: int) -> dict[str, tuple[int, ...]]:
+  """The official ffhq{resolution} state-dict keys and shapes (derived data)."""
+  keys = {}
+  for line in (DIFFAE_KEYS / f"keys_ffhq{resolution}.txt").read_text().splitlines():
+    if line.strip() and not line.startswith("#"):
+      name, shape = line.split(" ", 1)
+      keys[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+  return keys

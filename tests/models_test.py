@@ -1,0 +1,211 @@
+"""Diff-AE backbone: official sizes, the spec's numerics, zero init, gradients."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cldis_jax import config_lib, models
+from cldis_jax.models import layers
+from conftest import config_path
+
+OFFICIAL_COUNTS = {  # reference/diffae_spec.md section 0: UNet, encoder
+    64: (71_518_723, 19_320_512),
+    128: (103_871_619, 24_673_536),
+    256: (138_341_891, 30_150_400),
+}
+
+
+def _count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("resolution", [64, 128, 256])
+def test_ffhq_parameter_counts_equal_official(resolution):
+  config = config_lib.load_config(config_path(f"ffhq.py:{resolution}"))
+  params = models.abstract_params(models.build_models(config.model))["diffae"]
+  assert (_count(params["unet"]), _count(params["encoder"])) == OFFICIAL_COUNTS[resolution]
+
+
+def _inputs(models_, batch=2, seed=0):
+  d = models_.diffae
+  k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+  x0 = jax.random.uniform(k1, (batch, d.image_size, d.image_size, 3), minval=-1, maxval=1)
+  x_t = jax.random.normal(k2, x0.shape)
+  t = jax.random.randint(k3, (batch,), 0, 1000)
+  return x0, x_t, t
+
+
+def test_fresh_denoiser_outputs_exactly_zero(tiny_models, tiny_params):
+  x0, x_t, t = _inputs(tiny_models)
+  eps = tiny_models.diffae.apply({"params": tiny_params["diffae"]}, x0, x_t, t)
+  assert eps.shape == x_t.shape and eps.dtype == jnp.float32
+  assert jnp.all(eps == 0.0)
+
+
+def test_encode_and_denoise_shapes(tiny_models, tiny_params, test_config):
+  x0, x_t, t = _inputs(tiny_models, batch=3)
+  variables = {"params": tiny_params["diffae"]}
+  z = tiny_models.diffae.apply(variables, x0, method="encode")
+  assert z.shape == (3, test_config.model.diffae.z_dim)
+  eps = tiny_models.diffae.apply(variables, x_t, t, z, method="denoise")
+  assert eps.shape == x_t.shape
+
+
+def test_z_sem_changes_output_once_weights_are_nonzero(tiny_models, random_diffae_params):
+  x0, x_t, t = _inputs(tiny_models)
+  variables = {"params": random_diffae_params}
+  denoise = jax.jit(lambda z: tiny_models.diffae.apply(variables, x_t, t, z, method="denoise"))
+  z = tiny_models.diffae.apply(variables, x0, method="encode")
+  eps_a, eps_b = denoise(z), denoise(z + 0.5)
+  assert float(jnp.abs(eps_a).max()) > 0
+  assert float(jnp.abs(eps_a - eps_b).max()) > 1e-3
+
+
+def test_every_parameter_gets_a_gradient_from_the_eps_loss(tiny_models, random_diffae_params):
+  x0, x_t, t = _inputs(tiny_models, batch=4)
+  eps = jax.random.normal(jax.random.key(3), x0.shape)
+
+  def loss(params):
+    pred = tiny_models.diffae.apply({"params": params}, x0, x_t, t)
+    return jnp.mean((pred - eps) ** 2)
+
+  grads = jax.jit(jax.grad(loss))(random_diffae_params)
+  flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+  dead = [jax.tree_util.keystr(p) for p, g in flat if not jnp.any(g != 0)]
+  assert not dead, f"parameters without gradient: {dead}"
+  assert any("encoder" in jax.tree_util.keystr(p) for p, _ in flat)
+
+
+def test_bfloat16_compute_stays_close_to_float32(test_config, random_diffae_params):
+  cfg = test_config.model.copy_and_resolve_references()
+  cfg.dtype = "bfloat16"
+  f32 = models.build_models(test_config.model).diffae
+  bf16 = models.build_models(cfg).diffae
+  x0, x_t, t = _inputs(models.build_models(cfg))
+  variables = {"params": random_diffae_params}
+  ref = f32.apply(variables, x0, x_t, t)
+  out = jax.jit(bf16.apply)(variables, x0, x_t, t)
+  assert out.dtype == jnp.float32
+  rel = float(jnp.linalg.norm(out - ref) / jnp.linalg.norm(ref))
+  assert rel < 0.05, rel
+
+
+def test_dropout_only_in_training_and_driven_by_its_rng(tiny_models, random_diffae_params):
+  x0, x_t, t = _inputs(tiny_models)
+  variables = {"params": random_diffae_params}
+  run = jax.jit(lambda key: tiny_models.diffae.apply(
+      variables, x0, x_t, t, train=True, rngs={"dropout": key}))
+  a, b, a2 = run(jax.random.key(1)), run(jax.random.key(2)), run(jax.random.key(1))
+  assert jnp.array_equal(a, a2) and not jnp.allclose(a, b)
+  assert not jnp.allclose(a, tiny_models.diffae.apply(variables, x0, x_t, t))
+
+
+def test_denoiser_traces_once_per_shape(tiny_models, tiny_params):
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def denoise(params, x_t, t, z):
+    return tiny_models.diffae.apply({"params": params}, x_t, t, z, method="denoise")
+
+  for seed in range(3):
+    x0, x_t, t = _inputs(tiny_models, seed=seed)
+    denoise(tiny_params["diffae"], x_t, t, jnp.zeros((2, tiny_models.diffae.z_dim)))
+
+
+def test_wrong_image_size_is_a_clear_error(tiny_models, tiny_params):
+  x = jnp.zeros((1, 32, 32, 3))
+  with pytest.raises(ValueError, match="built for 16x16"):
+    tiny_models.diffae.apply({"params": tiny_params["diffae"]}, x, method="encode")
+
+
+def test_unknown_model_key_names_it_and_the_closest(test_config):
+  cfg = test_config.model.copy_and_resolve_references()
+  cfg.diffae.base_chanels = 8
+  with pytest.raises(ValueError, match=r"model\.diffae\.base_chanels.*base_channels"):
+    models.build_models(cfg)
+
+
+# --- the spec's layer numerics, checked against plain numpy -----------------------
+
+def test_timestep_embedding_is_cos_first():
+  t = jnp.array([0, 7, 999])
+  emb = np.asarray(layers.timestep_embedding(t, 8))
+  freqs = np.exp(-np.log(10000.0) * np.arange(4) / 4)
+  args = np.array([0, 7, 999])[:, None] * freqs
+  np.testing.assert_allclose(emb, np.concatenate([np.cos(args), np.sin(args)], 1),
+                             rtol=1e-5, atol=1e-5)
+
+
+def _np_group_norm(x, scale, bias, groups, eps=1e-5):
+  b, h, w, c = x.shape
+  g = x.reshape(b, h, w, groups, c // groups)
+  mean = g.mean(axis=(1, 2, 4), keepdims=True)
+  var = g.var(axis=(1, 2, 4), keepdims=True)
+  return ((g - mean) / np.sqrt(var + eps)).reshape(x.shape) * scale + bias
+
+
+def _np_conv3x3(x, kernel, bias):
+  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  h, w = x.shape[1:3]
+  out = sum(xp[:, i:i + h, j:j + w] @ kernel[i, j] for i in range(3) for j in range(3))
+  return out + bias
+
+
+def _silu(x):
+  return x / (1 + np.exp(-x))
+
+
+def test_res_block_matches_the_spec_formula():
+  block = layers.ResBlock(16, dropout=0.0)
+  x = np.random.RandomState(0).randn(2, 4, 4, 8).astype(np.float32)
+  emb = np.random.RandomState(1).randn(2, 12).astype(np.float32)
+  z = np.random.RandomState(2).randn(2, 10).astype(np.float32)
+  params = block.init(jax.random.key(0), x, emb, z)["params"]
+  leaves, treedef = jax.tree.flatten(params)  # randomise the zero-initialised conv too
+  params = jax.tree.unflatten(treedef, [
+      np.random.RandomState(i).randn(*l.shape).astype(np.float32) * 0.3
+      for i, l in enumerate(leaves)])
+  out = np.asarray(block.apply({"params": params}, x, emb, z))
+
+  p = jax.tree.map(np.asarray, params)
+  h = _silu(_np_group_norm(x, p["in_norm"]["scale"], p["in_norm"]["bias"], 8))
+  h = _np_conv3x3(h, p["in_conv"]["kernel"], p["in_conv"]["bias"])
+  ts_tb = _silu(emb) @ p["emb_proj"]["kernel"] + p["emb_proj"]["bias"]
+  t_scale, t_shift = ts_tb[:, None, None, :16], ts_tb[:, None, None, 16:]
+  z_scale = (_silu(z) @ p["cond_proj"]["kernel"] + p["cond_proj"]["bias"])[:, None, None]
+  h = _np_group_norm(h, p["out_norm"]["scale"], p["out_norm"]["bias"], 16)
+  h = h * (1 + t_scale) + t_shift
+  h = h * (1 + z_scale)
+  h = _np_conv3x3(_silu(h), p["out_conv"]["kernel"], p["out_conv"]["bias"])
+  skip = x @ p["skip"]["kernel"][0, 0] + p["skip"]["bias"]
+  np.testing.assert_allclose(out, skip + h, rtol=1e-4, atol=1e-4)
+
+
+def test_attention_matches_the_spec_formula():
+  block = layers.AttentionBlock(num_heads=1)
+  x = np.random.RandomState(0).randn(2, 4, 4, 8).astype(np.float32)
+  params = block.init(jax.random.key(0), x)["params"]
+  params = jax.tree.map(
+      lambda l: np.random.RandomState(l.size).randn(*l.shape).astype(np.float32) * 0.3,
+      params)
+  out = np.asarray(block.apply({"params": params}, x))
+
+  p = params
+  h = _np_group_norm(x, p["norm"]["scale"], p["norm"]["bias"], 8).reshape(2, 16, 8)
+  qkv = h @ p["qkv"]["kernel"] + p["qkv"]["bias"]
+  q, k, v = qkv[..., :8], qkv[..., 8:16], qkv[..., 16:]
+  logits = np.einsum("btc,bsc->bts", q, k) / np.sqrt(8)
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  a = np.einsum("bts,bsc->btc", w, v) @ p["proj_out"]["kernel"] + p["proj_out"]["bias"]
+  np.testing.assert_allclose(out, x + a.reshape(x.shape), rtol=1e-4, atol=1e-4)
+
+
+def test_resampling_blocks_change_resolution_and_keep_width():
+  x = jnp.ones((1, 8, 8, 4))
+  emb, z = jnp.ones((1, 6)), jnp.ones((1, 5))
+  for kw, size in ((dict(down=True), 4), (dict(up=True), 16)):
+    block = layers.ResBlock(4, **kw)
+    out, _ = block.init_with_output(jax.random.key(0), x, emb, z)
+    assert out.shape == (1, size, size, 4)
