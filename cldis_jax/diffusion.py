@@ -44,7 +44,7 @@ def ddim_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
                    f"{num_timesteps} timesteps")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # identity hash: arrays can't be hashed
 class Diffusion:
   """A (possibly respaced) diffusion process, with float64 tables.
 
@@ -74,10 +74,6 @@ class Diffusion:
     betas = 1.0 - abar / np.concatenate([[1.0], abar[:-1]])
     return Diffusion(self.timesteps[kept], np.cumprod(1.0 - betas))
 
-  # Per-step tables, float64 -> float32 (the official extraction dtype).
-  def _f32(self, a):
-    return jnp.asarray(np.asarray(a, np.float64).astype(np.float32))
-
   @property
   def alphas_cumprod_prev(self):
     return np.concatenate([[1.0], self.alphas_cumprod[:-1]])
@@ -88,59 +84,59 @@ class Diffusion:
 
   def q_sample(self, x0, t, noise):
     """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, for step indices t (B,)."""
-    a = _bcast(self._f32(np.sqrt(self.alphas_cumprod))[t], x0)
-    s = _bcast(self._f32(np.sqrt(1.0 - self.alphas_cumprod))[t], x0)
+    a = _bcast(_f32(np.sqrt(self.alphas_cumprod))[t], x0)
+    s = _bcast(_f32(np.sqrt(1.0 - self.alphas_cumprod))[t], x0)
     return a * x0 + s * noise
 
   def predict_x0(self, x_t, t, eps):
     """x0 = sqrt(1/abar) x_t - sqrt(1/abar - 1) eps, for step indices t (B,)."""
-    r = _bcast(self._f32(np.sqrt(1.0 / self.alphas_cumprod))[t], x_t)
-    rm1 = _bcast(self._f32(np.sqrt(1.0 / self.alphas_cumprod - 1.0))[t], x_t)
+    r = _bcast(_f32(np.sqrt(1.0 / self.alphas_cumprod))[t], x_t)
+    rm1 = _bcast(_f32(np.sqrt(1.0 / self.alphas_cumprod - 1.0))[t], x_t)
     return r * x_t - rm1 * eps
 
   def _ddim_step_tables(self):
     return dict(
         t=jnp.asarray(self.timesteps, jnp.int32),
-        recip=self._f32(np.sqrt(1.0 / self.alphas_cumprod)),
-        recipm1=self._f32(np.sqrt(1.0 / self.alphas_cumprod - 1.0)),
-        prev=self._f32(self.alphas_cumprod_prev),
-        next=self._f32(self.alphas_cumprod_next),
+        recip=_f32(np.sqrt(1.0 / self.alphas_cumprod)),
+        recipm1=_f32(np.sqrt(1.0 / self.alphas_cumprod - 1.0)),
+        prev=_f32(self.alphas_cumprod_prev),
+        next=_f32(self.alphas_cumprod_next),
     )
-
-  def _clipped_x0_and_eps(self, eps_fn, x, row, clip):
-    eps = eps_fn(x, jnp.full((x.shape[0],), row["t"], jnp.int32))
-    x0 = row["recip"] * x - row["recipm1"] * eps
-    if clip:
-      x0 = jnp.clip(x0, -1.0, 1.0)
-    eps = (row["recip"] * x - x0) / row["recipm1"]
-    return x0, eps
 
   def ddim_sample(self, eps_fn, x_T, *, clip: bool = True):
     """Deterministic DDIM (eta = 0) from x_T through every step of this process.
 
     Call on a respaced process: `diffusion.respace(20).ddim_sample(...)`.
     """
-    tables = jax.tree.map(lambda a: a[::-1], self._ddim_step_tables())
-
-    def step(x, row):
-      x0, eps = self._clipped_x0_and_eps(eps_fn, x, row, clip)
-      a_prev = row["prev"]
-      return x0 * jnp.sqrt(a_prev) + jnp.sqrt(1.0 - a_prev) * eps, None
-
-    x, _ = jax.lax.scan(step, x_T.astype(jnp.float32), tables)
-    return x
+    return self._ddim_scan(eps_fn, x_T, toward="prev", clip=clip)
 
   def ddim_invert(self, eps_fn, x0, *, clip: bool = True):
     """DDIM inversion of clean x0 to the stochastic code x_T (last step: next abar 0)."""
+    return self._ddim_scan(eps_fn, x0, toward="next", clip=clip)
+
+  def _ddim_scan(self, eps_fn, x, *, toward, clip):
+    """One DDIM pass: steps in reverse toward abar_prev (sampling) or in order
+    toward abar_next (inversion). x0 is clipped and eps re-derived from it."""
     tables = self._ddim_step_tables()
+    if toward == "prev":
+      tables = jax.tree.map(lambda a: a[::-1], tables)
 
     def step(x, row):
-      x0_hat, eps = self._clipped_x0_and_eps(eps_fn, x, row, clip)
-      a_next = row["next"]
-      return x0_hat * jnp.sqrt(a_next) + jnp.sqrt(1.0 - a_next) * eps, None
+      eps = eps_fn(x, jnp.full((x.shape[0],), row["t"], jnp.int32))
+      x0 = row["recip"] * x - row["recipm1"] * eps
+      if clip:
+        x0 = jnp.clip(x0, -1.0, 1.0)
+      eps = (row["recip"] * x - x0) / row["recipm1"]
+      a = row[toward]
+      return x0 * jnp.sqrt(a) + jnp.sqrt(1.0 - a) * eps, None
 
-    x, _ = jax.lax.scan(step, x0.astype(jnp.float32), tables)
+    x, _ = jax.lax.scan(step, x.astype(jnp.float32), tables)
     return x
+
+
+def _f32(table):
+  """A float64 table cast to float32, the dtype the official code extracts."""
+  return jnp.asarray(np.asarray(table, np.float64).astype(np.float32))
 
 
 def _bcast(v, like):

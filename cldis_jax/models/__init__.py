@@ -67,9 +67,12 @@ def _init(models: Models, rng, batch_size: int = 1):
   }
 
 
+_init_jitted = jax.jit(_init, static_argnums=0)
+
+
 def init_params(models: Models, rng) -> dict[str, Any]:
   """All parameters, {'diffae', 'vae', 'head'}, initialised by one jitted call."""
-  return jax.jit(_init, static_argnums=0)(models, rng)
+  return _init_jitted(models, rng)
 
 
 def abstract_params(models: Models) -> dict[str, Any]:
