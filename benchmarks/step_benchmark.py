@@ -46,8 +46,12 @@ def _flops(compiled):
   return (float(cost.get("flops", 0.0)) if cost else 0.0) * jax.device_count()
 
 
-def _time(fn, args, repeats):
-  """Compiles fn, then runs it `repeats` times; returns (compile_s, times, flops)."""
+def _time(fn, args, repeats, chain=True):
+  """Compiles fn, then runs it `repeats` times; returns (compile_s, times, flops).
+
+  With `chain`, each run's outputs are the next run's inputs (a training step
+  that donates its state); otherwise every run gets the same inputs.
+  """
   start = time.perf_counter()
   compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - start
@@ -55,8 +59,8 @@ def _time(fn, args, repeats):
   times = []
   for i in range(repeats + 1):  # the first run warms caches and is not counted
     start = time.perf_counter()
-    args = compiled(*args)
-    jax.block_until_ready(args)
+    out = jax.block_until_ready(compiled(*args))
+    args = out if chain else args
     if i:
       times.append(time.perf_counter() - start)
   return compile_s, times, flops
@@ -130,7 +134,7 @@ def sample_fn(config, diffae, steps):
     variables = {"params": params}
     z = diffae.apply(variables, x0, method="encode")
     eps_fn = lambda x, t: diffae.apply(variables, x, t, z, method="denoise")
-    return params, x0, process.ddim_sample(eps_fn, x_T)
+    return process.ddim_sample(eps_fn, x_T)
 
   return jax.jit(sample)
 
@@ -188,8 +192,8 @@ def main():
   if "sample" in parts:
     x_T = jax.device_put(jax.random.normal(jax.random.key(3), x0.shape), sharded)
     sample = sample_fn(config, nets.diffae, args.sample_steps)
-    # Outputs feed the next run (same shapes), so nothing is re-uploaded.
-    compile_s, times, _ = _time(sample, (params["diffae"], x0, x_T), args.repeats)
+    compile_s, times, _ = _time(sample, (params["diffae"], x0, x_T), args.repeats,
+                                chain=False)
     flops = args.sample_steps * denoise_flops(nets.diffae, params["diffae"], x0)
     _report(f"ddim{args.sample_steps}", batch, compile_s, times, flops,
             f"  ({statistics.median(times) / args.sample_steps:.4f} s per model call; "
