@@ -2,7 +2,10 @@
 the beta-VAE, and DDIM sampling, for a config and batch size.
 
   python benchmarks/step_benchmark.py --config configs/test.py --batch 4
-  python benchmarks/step_benchmark.py --config configs/ffhq.py:64 --batch 8 --dtype float32
+  python benchmarks/step_benchmark.py --config configs/ffhq.py:64 --batch 8 \
+      --config.model.dtype=float32
+
+Any config field can be overridden the same way (--config.model.diffae.dropout=0.0).
 
 A step is forward + backward + Adam (with global-norm clipping), the work the
 official PyTorch numbers in reference/stack_notes.md measure. Printed per part:
@@ -17,19 +20,26 @@ device; `XLA_FLAGS=--xla_force_host_platform_device_count=2` splits the batch
 over two simulated devices and uses both cores of a 2-core machine.
 """
 
-import argparse
-import ast
 import resource
 import statistics
 import time
 
+from absl import app, flags
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ml_collections import config_flags
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from cldis_jax import config_lib, diffusion, models
+from cldis_jax import diffusion, models
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", "configs/test.py", "Config file (path[:arg]).")
+flags.DEFINE_integer("batch", None, "Global batch size; default: the config's.")
+flags.DEFINE_integer("repeats", 5, "Timed runs after compilation.")
+flags.DEFINE_list("parts", ["diffae", "vae", "sample"], "Which of diffae, vae, sample.")
+flags.DEFINE_integer("sample_steps", 20, "DDIM steps for the sampling part.")
 
 
 def _peak_memory_gib():
@@ -139,38 +149,14 @@ def sample_fn(config, diffae, steps):
   return jax.jit(sample)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--config", default="configs/test.py", help="path[:arg] of a config")
-  parser.add_argument("--batch", type=int, default=None, help="default: the config's")
-  parser.add_argument("--dtype", default=None, help="compute dtype (float32, bfloat16)")
-  parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--parts", default="diffae,vae,sample",
-                      help="comma list of diffae, vae, sample")
-  parser.add_argument("--sample_steps", type=int, default=20)
-  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="config override, e.g. --set model.diffae.dropout=0.0")
-  args = parser.parse_args()
-
-  config = config_lib.load_config(args.config)
-  if args.dtype:
-    config.model.dtype = args.dtype
-  for item in args.set:
-    key, _, value = item.partition("=")
-    try:
-      value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      pass  # a plain string
-    node = config
-    *parents, leaf = key.split(".")
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
-  batch = args.batch or config.train.batch_size
+def main(argv):
+  del argv
+  config = FLAGS.config
+  batch = FLAGS.batch or config.train.batch_size
   nets = models.build_models(config.model)
   size, channels = config.model.image_size, config.model.in_channels
-  print(f"{args.config}  batch {batch}  {size}x{size}  dtype {config.model.dtype}  "
-        f"{jax.device_count()} x {jax.devices()[0].device_kind}  jax {jax.__version__}")
+  print(f"{config_flags.get_config_filename(FLAGS['config'])}  batch {batch}  "
+        f"{size}x{size}  dtype {config.model.dtype}  {jax.device_count()} x {jax.devices()[0].device_kind}  jax {jax.__version__}")
 
   mesh = Mesh(np.array(jax.devices()), ("data",))
   if batch % mesh.size:
@@ -180,25 +166,25 @@ def main():
   x0 = jax.device_put(jax.random.uniform(jax.random.key(1), (batch, size, size, channels),
                                          minval=-1, maxval=1), sharded)
   rng = jax.random.key(2)
-  parts = args.parts.split(",")
+  parts = FLAGS.parts
   if "diffae" in parts:
     step, tx = diffae_step_fn(config, nets.diffae)
     p = jax.tree.map(jnp.copy, params["diffae"])
-    _report("diffae", batch, *_time(step, (p, tx.init(p), x0, rng), args.repeats))
+    _report("diffae", batch, *_time(step, (p, tx.init(p), x0, rng), FLAGS.repeats))
   if "vae" in parts:
     step, tx = vae_step_fn(config, nets.vae)
     p = jax.tree.map(jnp.copy, params["vae"])
-    _report("vae", batch, *_time(step, (p, tx.init(p), x0, rng), args.repeats))
+    _report("vae", batch, *_time(step, (p, tx.init(p), x0, rng), FLAGS.repeats))
   if "sample" in parts:
     x_T = jax.device_put(jax.random.normal(jax.random.key(3), x0.shape), sharded)
-    sample = sample_fn(config, nets.diffae, args.sample_steps)
-    compile_s, times, _ = _time(sample, (params["diffae"], x0, x_T), args.repeats,
+    sample = sample_fn(config, nets.diffae, FLAGS.sample_steps)
+    compile_s, times, _ = _time(sample, (params["diffae"], x0, x_T), FLAGS.repeats,
                                 chain=False)
-    flops = args.sample_steps * denoise_flops(nets.diffae, params["diffae"], x0)
-    _report(f"ddim{args.sample_steps}", batch, compile_s, times, flops,
-            f"  ({statistics.median(times) / args.sample_steps:.4f} s per model call; "
+    flops = FLAGS.sample_steps * denoise_flops(nets.diffae, params["diffae"], x0)
+    _report(f"ddim{FLAGS.sample_steps}", batch, compile_s, times, flops,
+            f"  ({statistics.median(times) / FLAGS.sample_steps:.4f} s per model call; "
             "flops: steps x one denoiser call)")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)
