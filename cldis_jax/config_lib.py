@@ -90,6 +90,22 @@ def base_config() -> ml_collections.ConfigDict:
       ema_decay=0.9999,
   ))
 
+  # Data (cldis_jax.data.build_source): images arrive at model.image_size with
+  # model.in_channels channels, or the run stops at start-up saying why.
+  config.data = ml_collections.ConfigDict(dict(
+      name="procedural/shapes3d",  # one of cldis_jax.data.SOURCES
+      dir="",  # TFDS data_dir, image folder, or the MPI3D / Cars3D directory
+      split="train",  # TFDS split, e.g. "train+test" for all of smallnorb
+      shuffle=True,
+      hflip=False,  # random horizontal flips (photos only: they change factors)
+      celeba_crop="tad",  # "tad" (Resize 1.5s + CenterCrop s) or "d2c" (Diff-AE)
+      on_bad_image="raise",  # image folders: "raise" or "skip" (counted, logged)
+      cache_mb=512,  # procedural render / Cars3D caches
+      cache_dir="~/.cache/cldis_jax",  # factor tables of shuffled TFDS files
+      num_threads=2,  # reader threads per process
+      prefetch=2,  # batches prepared ahead
+  ))
+
   config.train = ml_collections.ConfigDict(dict(
       batch_size=128,  # global batch
       num_steps=562_500,  # 72M samples / 128

@@ -1,0 +1,72 @@
+"""Data sources and the input pipeline.
+
+`build_source(config.data, image_size=..., channels=...)` opens the dataset a
+config names (checking resolution and channels at start-up) and
+`build_pipeline(config, source, mesh)` batches it. Every source is random
+access like `tfds.data_source`; see `source.py` for the interface.
+"""
+
+import difflib
+
+import ml_collections
+
+from cldis_jax import config_lib, parallel
+from cldis_jax.data.arrays import MPI3D, Cars3D
+from cldis_jax.data.dsprites import ProceduralDSprites
+from cldis_jax.data.folder import CorruptImageError, ImageFolder
+from cldis_jax.data.pipeline import BatchPlan, InputPipeline, to_model_range
+from cldis_jax.data.shapes3d import ProceduralShapes3D
+from cldis_jax.data.source import (DatasetNotFoundError, FactorSpace, Source,
+                                   UnsupportedFormatError, check_channels)
+
+SOURCES = ("procedural/shapes3d", "procedural/dsprites", "tfds/shapes3d", "tfds/dsprites",
+           "tfds/celeb_a", "tfds/smallnorb", "folder", "mpi3d/toy", "mpi3d/realistic",
+           "mpi3d/real", "cars3d")
+
+
+def build_source(data: ml_collections.ConfigDict, *, image_size: int,
+                 channels: int) -> Source:
+  """The source `data.name` names, giving image_size x image_size x channels."""
+  config_lib.check_known_keys(data, config_lib.base_config().data.keys(), "data")
+  name = data.name
+  if name == "procedural/shapes3d":
+    check_channels(name, channels, (3,))
+    return ProceduralShapes3D(image_size, cache_mb=data.cache_mb)
+  if name == "procedural/dsprites":
+    check_channels(name, channels, (1,))
+    return ProceduralDSprites(image_size, cache_mb=data.cache_mb)
+  if name.startswith("tfds/") and name in SOURCES:
+    from cldis_jax.data.tfds_sources import TfdsSource  # imports tensorflow_datasets
+    return TfdsSource(name[len("tfds/"):], resolution=image_size, split=data.split,
+                      data_dir=data.dir or None, channels=channels,
+                      celeba_crop=data.celeba_crop, cache_dir=data.cache_dir)
+  if name == "folder":
+    return ImageFolder(data.dir, resolution=image_size, channels=channels,
+                       on_bad_image=data.on_bad_image)
+  if name.startswith("mpi3d/") and name in SOURCES:
+    return MPI3D(data.dir, variant=name[len("mpi3d/"):], resolution=image_size,
+                 channels=channels)
+  if name == "cars3d":
+    return Cars3D(data.dir, resolution=image_size, channels=channels,
+                  cache_mb=data.cache_mb)
+  close = difflib.get_close_matches(name, SOURCES, n=3, cutoff=0.4)
+  raise ValueError(f"data.name {name!r} is not a dataset"
+                   + (f" (did you mean {', '.join(close)}?)" if close else "")
+                   + f"; valid: {', '.join(SOURCES)}")
+
+
+def build_pipeline(config: ml_collections.ConfigDict, source: Source,
+                   mesh=None) -> InputPipeline:
+  """Global batches of config.train.batch_size, sharded over `mesh`'s data axis."""
+  mesh = mesh if mesh is not None else parallel.data_mesh()
+  parallel.check_batch_divides(config.train.batch_size, mesh)
+  plan = BatchPlan(len(source), config.train.batch_size, seed=config.seed,
+                   shuffle=config.data.shuffle, hflip=config.data.hflip)
+  return InputPipeline(source, plan, sharding=parallel.batch_sharding(mesh),
+                       num_threads=config.data.num_threads, prefetch=config.data.prefetch)
+
+
+__all__ = ["SOURCES", "BatchPlan", "Cars3D", "CorruptImageError", "DatasetNotFoundError",
+           "FactorSpace", "ImageFolder", "InputPipeline", "MPI3D", "ProceduralDSprites",
+           "ProceduralShapes3D", "Source", "UnsupportedFormatError", "build_pipeline",
+           "build_source", "to_model_range"]
