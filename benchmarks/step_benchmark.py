@@ -27,12 +27,10 @@ import time
 from absl import app, flags
 import jax
 import jax.numpy as jnp
-import numpy as np
 from ml_collections import config_flags
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from cldis_jax import diffusion, models
+from cldis_jax import diffusion, models, parallel
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/test.py", "Config file (path[:arg]).")
@@ -158,10 +156,9 @@ def main(argv):
   print(f"{config_flags.get_config_filename(FLAGS['config'])}  batch {batch}  "
         f"{size}x{size}  dtype {config.model.dtype}  {jax.device_count()} x {jax.devices()[0].device_kind}  jax {jax.__version__}")
 
-  mesh = Mesh(np.array(jax.devices()), ("data",))
-  if batch % mesh.size:
-    raise SystemExit(f"--batch {batch} does not divide over {mesh.size} devices")
-  replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  mesh = parallel.data_mesh()
+  parallel.check_batch_divides(batch, mesh, "--batch")
+  replicated, sharded = parallel.replicated(mesh), parallel.batch_sharding(mesh)
   params = jax.device_put(models.init_params(nets, jax.random.key(0)), replicated)
   x0 = jax.device_put(jax.random.uniform(jax.random.key(1), (batch, size, size, channels),
                                          minval=-1, maxval=1), sharded)

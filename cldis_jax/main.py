@@ -11,8 +11,10 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and pictures go.")
-flags.DEFINE_enum("mode", "summary", ["summary"],
-                  "summary: print the parameter count of every module.")
+flags.DEFINE_enum("mode", "summary", ["summary", "data"],
+                  "summary: print the parameter count of every module. "
+                  "data: open the dataset, time a few batches, and write "
+                  "data_batch.png / data_factors.png into --workdir.")
 flags.DEFINE_integer("summary_depth", 2, "How many module levels the summary lists.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first (multi-host launches).")
@@ -30,6 +32,9 @@ def main(argv):
   if FLAGS.mode == "summary":
     from cldis_jax import summary  # pylint: disable=g-import-not-at-top
     print(summary.parameter_table(config.model, FLAGS.summary_depth))
+  elif FLAGS.mode == "data":
+    from cldis_jax.data import preview  # pylint: disable=g-import-not-at-top
+    print(preview.describe(config, FLAGS.workdir or "."))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,11 @@
 """FFHQ at the official Diff-AE sizes: `--config configs/ffhq.py:RES`, RES in 64, 128, 256.
 
   python -m cldis_jax.main --config configs/ffhq.py:128 --mode=summary
+  python -m cldis_jax.main --config configs/ffhq.py:64 --mode=data \
+      --config.data.dir=/path/to/ffhq --workdir=/tmp/ffhq64
+
+The data is a folder of FFHQ images (png / jpg, any size; resized and
+centre-cropped to RES) with random horizontal flips, as in Diff-AE.
 
 Widths, multipliers, attention resolutions, batch sizes, optimiser and sample
 counts are those of phizaz/diffae `templates.py` (ffhq64_autoenc,
@@ -37,6 +42,10 @@ def get_config(arg=None):
   config.model.diffae.channel_mult = mult
   config.model.diffae.enc_channel_mult = enc_mult
   config.model.diffae.attn_resolutions = (16,)
+
+  config.data.name = "folder"
+  config.data.dir = ""  # --config.data.dir=/path/to/ffhq
+  config.data.hflip = True
 
   config.train.batch_size = batch
   config.train.num_steps = samples // batch

@@ -37,3 +37,18 @@ def test_unknown_override_key_is_refused():
   result = _run("--config", config_path("test.py"), "--config.model.diffae.base_chanels=3")
   assert result.returncode != 0
   assert "base_channels" in result.stderr
+
+
+def test_data_mode_reports_the_dataset_and_writes_previews(tmp_path):
+  result = _run("--config", config_path("test.py"), "--mode=data", f"--workdir={tmp_path}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "procedural/shapes3d: 480,000 examples of 16x16x3" in result.stdout
+  assert "floor_hue 10, wall_hue 10" in result.stdout
+  assert sorted(os.listdir(tmp_path)) == ["data_batch.png", "data_factors.png"]
+
+
+def test_data_mode_names_a_missing_folder(tmp_path):
+  result = _run("--config", config_path("test.py"), "--mode=data", f"--workdir={tmp_path}",
+                "--config.data.name=folder", f"--config.data.dir={tmp_path}/photos")
+  assert result.returncode != 0
+  assert f"{tmp_path}/photos" in result.stderr and "does not exist" in result.stderr

@@ -255,6 +255,11 @@ class ProceduralShapes3D(RenderedSource):
     self.resolution, self.supersample = resolution, supersample
     self.layer_cache = ImageCache(int(cache_mb * 2**20))
 
+  def render_all_layers(self) -> None:
+    """Fills the layer cache (every later image is a cheap composition)."""
+    every = np.stack(np.unravel_index(np.arange(np.prod(_GEOMETRY_SIZES)), _GEOMETRY_SIZES), -1)
+    self.render(np.concatenate([np.zeros((len(every), 3), int), every], 1))
+
   def render(self, factors):
     keys = np.ravel_multi_index(geometry_of(factors).T, _GEOMETRY_SIZES)
     layers = {int(k): self.layer_cache.get(int(k)) for k in np.unique(keys)}

@@ -1,0 +1,28 @@
+"""Picture grids: rows x columns of images tiled with a border, saved as PNG."""
+
+import os
+
+import numpy as np
+from PIL import Image
+
+
+def tile(images: np.ndarray, pad: int = 2, fill: int = 255) -> np.ndarray:
+  """[rows, cols, H, W, C] uint8 -> one uint8 image with `pad` pixels between cells."""
+  rows, cols, height, width, channels = images.shape
+  out = np.full((rows * (height + pad) + pad, cols * (width + pad) + pad, channels),
+                fill, np.uint8)
+  for r in range(rows):
+    for c in range(cols):
+      top, left = pad + r * (height + pad), pad + c * (width + pad)
+      out[top:top + height, left:left + width] = images[r, c]
+  return out
+
+
+def save_png(path: str, image: np.ndarray, scale: int = 1) -> str:
+  """Writes a uint8 H x W x {1,3} image, optionally enlarged `scale` times."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+  if scale > 1:
+    pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
+  pil.save(path)
+  return path
