@@ -86,6 +86,7 @@ def pipeline_part(config, steps, warmup, repeats):
     for _ in range(steps):
       jax.block_until_ready(next(stream))
   _show("batches", _rate(run, steps * batch, repeats))
+  stream.close()
 
 
 def main(argv):

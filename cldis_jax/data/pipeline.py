@@ -17,6 +17,7 @@ and worker processes competing with XLA for the same two cores here (and
 `worker_count > 0` needs absl flags parsed, which notebooks and tests lack).
 """
 
+import atexit
 import concurrent.futures
 import dataclasses
 import functools
@@ -31,6 +32,16 @@ from cldis_jax import parallel
 from cldis_jax.data.source import Source
 
 _FLIP_STREAM = 1  # seeds flips apart from the epoch permutations
+_RUNNING: set = set()  # (stop event, producer thread) of unfinished iterators
+
+
+@atexit.register
+def _stop_producers():
+  """A producer still inside JAX while the interpreter tears JAX down aborts the
+  process, so unfinished iterators are stopped before exit."""
+  for stop, thread in list(_RUNNING):
+    stop.set()
+    thread.join(timeout=5.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +158,7 @@ class InputPipeline:
 
     producer = threading.Thread(target=produce, name="input-pipeline", daemon=True)
     producer.start()
+    _RUNNING.add((stop, producer))
     try:
       while True:
         batch, error = ready.get()
@@ -157,6 +169,7 @@ class InputPipeline:
         yield batch
     finally:
       stop.set()
+      _RUNNING.discard((stop, producer))
 
   def _read(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     if self._pool is None or len(indices) < 2 * self._num_threads:

@@ -62,6 +62,7 @@ def describe(config, workdir: str, timed_batches: int = 5) -> str:
   for _ in range(timed_batches):
     jax.block_until_ready(next(stream))
   rate = timed_batches * plan.batch_size / (time.perf_counter() - start)
+  stream.close()
   lines.append(f"speed     {rate:,.0f} images/s over {timed_batches} batches (after the first)")
   for path in write_preview(source, pipeline, workdir):
     lines.append(f"wrote     {path}")
