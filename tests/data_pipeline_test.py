@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from cldis_jax import config_lib, data, parallel
+from cldis_jax import data, parallel
 from cldis_jax.data import BatchPlan, InputPipeline, ProceduralDSprites, ProceduralShapes3D
 
 from conftest import REPO, config_path

@@ -117,14 +117,19 @@ def check_channels(name: str, requested: int, valid: Sequence[int]) -> None:
         f"{requested} is not available")
 
 
-def resize(image: np.ndarray, size: int, resample=Image.Resampling.BOX) -> np.ndarray:
-  """uint8 H x W x C -> size x size x C (no-op when already that size)."""
-  if image.shape[:2] == (size, size):
+def _pil_resize(image: np.ndarray, height: int, width: int, resample) -> np.ndarray:
+  """uint8 H x W x C -> height x width x C through PIL (which anti-aliases)."""
+  if image.shape[:2] == (height, width):
     return image
-  squeeze = image.ndim == 3 and image.shape[-1] == 1
-  pil = Image.fromarray(image[..., 0] if squeeze else image)
-  out = np.asarray(pil.resize((size, size), resample))
+  squeeze = image.shape[-1] == 1
+  out = np.asarray(Image.fromarray(image[..., 0] if squeeze else image).resize(
+      (width, height), resample))
   return out[..., None] if squeeze else out
+
+
+def resize(image: np.ndarray, size: int, resample=Image.Resampling.BOX) -> np.ndarray:
+  """uint8 H x W x C -> size x size x C (area averaging by default)."""
+  return _pil_resize(image, size, size, resample)
 
 
 def resize_and_crop(image: np.ndarray, size: int, short_side: int | None = None,
@@ -135,16 +140,12 @@ def resize_and_crop(image: np.ndarray, size: int, short_side: int | None = None,
   short_side = short_side or size
   height, width = image.shape[:2]
   if height <= width:
-    new = (short_side, int(short_side * width / height))
+    height, width = short_side, int(short_side * width / height)
   else:
-    new = (int(short_side * height / width), short_side)
-  if new != (height, width):
-    squeeze = image.ndim == 3 and image.shape[-1] == 1
-    pil = Image.fromarray(image[..., 0] if squeeze else image)
-    image = np.asarray(pil.resize((new[1], new[0]), resample))
-    image = image[..., None] if squeeze else image
-  top = int(round((new[0] - size) / 2.0))
-  left = int(round((new[1] - size) / 2.0))
+    height, width = int(short_side * height / width), short_side
+  image = _pil_resize(image, height, width, resample)
+  top = int(round((height - size) / 2.0))
+  left = int(round((width - size) / 2.0))
   return image[top:top + size, left:left + size]
 
 
