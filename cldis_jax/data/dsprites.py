@@ -78,10 +78,7 @@ class ProceduralDSprites(RenderedSource):
   LRU cache of rendered images bounded by `cache_mb`."""
 
   def __init__(self, resolution: int = 64, cache_mb: float = 512, supersample: int = 4):
-    if resolution < 8:
-      raise ValueError(f"procedural/dsprites renders at 8 pixels or more, not {resolution}")
-    super().__init__("procedural/dsprites", FACTORS, (resolution, resolution, 1))
-    self.resolution, self.supersample = resolution, supersample
+    super().__init__("procedural/dsprites", FACTORS, resolution, 1, supersample)
     self.cache = ImageCache(int(cache_mb * 2**20))
 
   def render(self, factors):

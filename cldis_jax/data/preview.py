@@ -2,10 +2,12 @@
 ground truth, one row per factor sweeping its values (`--mode=data`)."""
 
 import os
+import time
 
+import jax
 import numpy as np
 
-from cldis_jax import grids
+from cldis_jax import data, grids
 from cldis_jax.data.pipeline import InputPipeline
 from cldis_jax.data.source import Source
 
@@ -41,9 +43,6 @@ def write_preview(source: Source, pipeline: InputPipeline, workdir: str,
 def describe(config, workdir: str, timed_batches: int = 5) -> str:
   """Opens config.data as training would, times a few batches, writes the
   previews, and returns a short report."""
-  import time  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  from cldis_jax import data  # pylint: disable=import-outside-toplevel
   source = data.build_source(config.data, image_size=config.model.image_size,
                              channels=config.model.in_channels)
   pipeline = data.build_pipeline(config, source)

@@ -249,20 +249,21 @@ class ProceduralShapes3D(RenderedSource):
   def __init__(self, resolution: int = 64, cache_mb: float = 512, supersample: int = 2):
     """`cache_mb` bounds the cache of hue-independent layers: all 480 take
     480 * 16 * resolution**2 bytes (31 MB at 64 px, 126 MB at 128 px)."""
-    if resolution < 8:
-      raise ValueError(f"procedural/shapes3d renders at 8 pixels or more, not {resolution}")
-    super().__init__("procedural/shapes3d", FACTORS, (resolution, resolution, 3))
-    self.resolution, self.supersample = resolution, supersample
+    super().__init__("procedural/shapes3d", FACTORS, resolution, 3, supersample)
     self.layer_cache = ImageCache(int(cache_mb * 2**20))
 
   def render_all_layers(self) -> None:
     """Fills the layer cache (every later image is a cheap composition)."""
-    every = np.stack(np.unravel_index(np.arange(np.prod(_GEOMETRY_SIZES)), _GEOMETRY_SIZES), -1)
-    self.render(np.concatenate([np.zeros((len(every), 3), int), every], 1))
+    self._layers(range(int(np.prod(_GEOMETRY_SIZES))))
 
   def render(self, factors):
     keys = np.ravel_multi_index(geometry_of(factors).T, _GEOMETRY_SIZES)
-    layers = {int(k): self.layer_cache.get(int(k)) for k in np.unique(keys)}
+    layers = self._layers(np.unique(keys))
+    return compose(np.stack([layers[int(k)] for k in keys]), factors)
+
+  def _layers(self, keys) -> dict[int, np.ndarray]:
+    """Layers of the given geometry keys, rendering (and caching) the missing ones."""
+    layers = {int(k): self.layer_cache.get(int(k)) for k in keys}
     missing = [k for k, value in layers.items() if value is None]
     if missing:
       fresh = render_layers(np.stack(np.unravel_index(missing, _GEOMETRY_SIZES), -1),
@@ -270,4 +271,4 @@ class ProceduralShapes3D(RenderedSource):
       for key, value in zip(missing, fresh):
         layers[key] = value
         self.layer_cache.put(key, value)
-    return compose(np.stack([layers[int(k)] for k in keys]), factors)
+    return layers

@@ -150,7 +150,7 @@ def resize_and_crop(image: np.ndarray, size: int, short_side: int | None = None,
 
 
 class ImageCache:
-  """A thread-safe LRU cache of rendered uint8 images, bounded in bytes."""
+  """A thread-safe LRU cache of arrays (rendered images, layers), bounded in bytes."""
 
   def __init__(self, max_bytes: int):
     self.max_bytes = int(max_bytes)
@@ -183,12 +183,15 @@ class ImageCache:
 
 class RenderedSource(Source):
   """A procedural ground-truth source: images rendered from the factors of the
-  index (each subclass keeps the cache that suits its renderer)."""
+  index at any resolution (each subclass keeps the cache that suits its renderer)."""
 
-  def __init__(self, name: str, factor_space: FactorSpace, image_shape):
-    self.name = name
-    self.factor_space = factor_space
-    self.image_shape = tuple(image_shape)
+  def __init__(self, name: str, factor_space: FactorSpace, resolution: int,
+               channels: int, supersample: int):
+    if resolution < 8:
+      raise ValueError(f"{name} renders at 8 pixels or more, not {resolution}")
+    self.name, self.factor_space = name, factor_space
+    self.resolution, self.supersample = resolution, supersample
+    self.image_shape = (resolution, resolution, channels)
 
   def render(self, factors: np.ndarray) -> np.ndarray:
     """[B, num_factors] ints -> [B, H, W, C] uint8."""

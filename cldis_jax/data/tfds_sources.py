@@ -123,11 +123,14 @@ class TfdsSource(Source):
     example = self._data[self._check_index(index)]
     out = {"image": self._image(np.asarray(example["image"]))}
     if self.spec.factors:
-      out["factors"] = np.array([example[f[1]] for f in self.spec.factors], np.int64)
+      out["factors"] = self._factors(example)
     if "attributes" in example:
       out["attributes"] = np.array(
           [example["attributes"][a] for a in CELEBA_ATTRIBUTES], np.int8)
     return out
+
+  def _factors(self, example) -> np.ndarray:
+    return np.array([example[f[1]] for f in self.spec.factors], np.int64)
 
   def _image(self, image: np.ndarray) -> np.ndarray:
     if self.spec.pixel_scale != 1:
@@ -170,7 +173,7 @@ class TfdsSource(Source):
     else:
       logging.info("%s: reading the labels of %d records once to index them",
                    self.name, len(self))
-      table = np.stack([self[i]["factors"] for i in range(len(self))])
+      table = np.stack([self._factors(self._data[i]) for i in range(len(self))])
       if path:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         np.save(path + ".tmp.npy", table)
