@@ -106,8 +106,63 @@ def base_config() -> ml_collections.ConfigDict:
       prefetch=2,  # batches prepared ahead
   ))
 
+  # The closed loop (cldis_jax.objective). Weights, the distillation direction
+  # and the feedback law are our reconstruction: the paper's are unpublished.
+  config.objective = ml_collections.ConfigDict(dict(
+      w_vae=1.0,  # weight of the beta-VAE loss in the total
+      w_dt=1.0,  # weight of the distillation KL L_dt
+      mutual=False,  # True: L_dt also trains the VAE (teacher not stop-gradient)
+      controller=dict(
+          kind="diffusion_feedback",  # "diffusion_feedback", "pi_kl" or "constant"
+          beta_init=1.0,  # beta before and during warm-up; "constant" keeps it
+          beta_min=1.0,
+          beta_max=8.0,
+          kp=0.01,  # ControlVAE gains (Kp, and |Ki| with the sign built in)
+          ki=0.001,
+          ema_decay=0.99,  # EMA of the measured quantity (L_diff or KL)
+          warmup_steps=1000,  # diffusion_feedback: L_diff_ref = EMA at this step
+          setpoint=1.0,  # diffusion_feedback: r* for r = EMA(L_diff) / L_diff_ref
+          kl_start=0.5,  # pi_kl: set point C_k = min(start + step * (k // period), max)
+          kl_step=0.15,
+          kl_period=5000,
+          kl_max=16.0,
+      ),
+  ))
+
   config.train = ml_collections.ConfigDict(dict(
       batch_size=128,  # global batch
       num_steps=562_500,  # 72M samples / 128
+      log_every=100,  # scalars to the writer and a progress line
+      checkpoint_every=5000,  # and at the end, and on SIGTERM
+      keep_checkpoints=3,
+      async_checkpoints=True,
+  ))
+
+  # Picture grids from the EMA parameters (cldis_jax.samples).
+  config.samples = ml_collections.ConfigDict(dict(
+      every=10_000,  # and at the end; 0: no grids
+      num_images=8,  # reconstruction grid columns
+      traversal_steps=7,  # columns of the traversal grids
+      traversal_range=2.5,  # mu_s / VAE mean values swept over [-range, range]
   ))
   return config
+
+
+def check_config(config, reference=None, where: str = "config") -> None:
+  """Every key of `config` must exist in `base_config()` (recursively)."""
+  reference = base_config() if reference is None else reference
+  check_known_keys(config, reference.keys(), where)
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict) and isinstance(
+        reference[key], ml_collections.ConfigDict):
+      check_config(value, reference[key], f"{where}.{key}")
+
+
+def from_dict(tree: Mapping) -> ml_collections.ConfigDict:
+  """A ConfigDict from plain data (e.g. the JSON stored with a checkpoint);
+  lists become tuples, as config files write them."""
+  def fix(v):
+    if isinstance(v, Mapping):
+      return {k: fix(x) for k, x in v.items()}
+    return tuple(fix(x) for x in v) if isinstance(v, list) else v
+  return ml_collections.ConfigDict(fix(dict(tree)))

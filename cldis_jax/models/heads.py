@@ -21,3 +21,12 @@ class DistillHead(nn.Module):
                 dtype=jnp.float32)
     mu, logvar = jnp.split(out, 2, axis=-1)
     return mu, logvar
+
+
+def mu_directions(head_params) -> jnp.ndarray:
+  """(latent_dim, z_dim): row j is the smallest change of z_sem that moves mu_s
+  by +1 along axis j and leaves the other axes of mu_s where they were (rows of
+  the pseudo-inverse of the mu part of the linear head)."""
+  kernel = head_params["proj"]["kernel"]
+  w_mu = kernel[:, :kernel.shape[1] // 2]  # (z_dim, latent_dim): mu_s = z_sem @ w_mu + b
+  return jnp.linalg.pinv(w_mu).astype(jnp.float32)

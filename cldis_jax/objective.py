@@ -1,0 +1,160 @@
+"""The closed-loop objective: loss terms of both branches, the distillation link,
+and the beta controllers of the feedback link. Pure functions of arrays.
+
+  L = L_diff + w_vae * L_vae + w_dt * L_dt
+  L_diff = E_t,eps ||eps_theta(x_t, t, E(x0)) - eps||^2           (t uniform)
+  L_vae  = recon(x0 | z_v) + beta_k * KL(q(z_v | x0) || N(0, I))
+  L_dt   = KL( sg[q(z_v | x0)] || N(mu_s, sigma_s^2) ),  (mu_s, log sigma_s^2) = H(E(x0))
+
+What is verified and what is ours (DESIGN.md section 1,
+reference/cldis_method_notes.md sections 1.3 and 3): CL-Dis is known to
+distill the VAE latent into the Diff-AE code with a KL loss and to adapt the
+VAE's disentanglement pressure from the diffusion branch. The exact feedback
+law, the loss weights and the gradient direction of L_dt are not published;
+the controllers below are our reconstruction and every choice is a config
+switch (`config.objective`).
+
+Controllers (`controller.kind`), all of the ControlVAE PI form. With a
+"pressure" u (positive: raise beta):
+
+  P_k = Kp * sigmoid(u_k)            (ControlVAE's Kp / (1 + exp(e_k)), e = -u)
+  I_k = clip(I_{k-1} + Ki * u_k, -Kp, beta_max - beta_min)     (anti-windup)
+  beta_{k+1} = clip(beta_min + P_k + I_k, beta_min, beta_max)
+
+- "constant": beta = beta_init, always (the open-loop ablation).
+- "pi_kl": ControlVAE on the VAE's own KL: u = EMA(KL) - C_k with the set
+  point C_k = min(kl_start + kl_step * (k // kl_period), kl_max).
+- "diffusion_feedback" (default): u = r* - r_k with r_k = EMA(L_diff) /
+  L_diff_ref, the reference being the EMA at the end of the controller's
+  warm-up. While the diffusion branch fits better than r* times its reference,
+  beta rises; when the distilled constraint hurts the diffusion fit, it falls.
+
+ControlVAE freezes its integrator while beta sits below its floor; clamping
+the integral to the range beta can actually use does the same at both bounds,
+so a long saturation never delays the way back. During the warm-up beta stays
+at beta_init. The state enters the loss as a constant and is updated after
+it, so no gradient flows through beta.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from cldis_jax import diffusion, distributions
+
+CONTROLLERS = ("constant", "pi_kl", "diffusion_feedback")
+
+
+class ControllerState(NamedTuple):
+  """Float32 scalars. `beta` is the value the next step's loss uses."""
+  beta: jax.Array
+  integral: jax.Array
+  ema: jax.Array       # EMA of the measured quantity (L_diff or KL)
+  reference: jax.Array  # L_diff at the end of warm-up (diffusion_feedback)
+  signal: jax.Array    # what the controller compared with its set point
+  setpoint: jax.Array
+  count: jax.Array     # measurements so far (int32)
+
+
+def check_controller(c) -> None:
+  if c.kind not in CONTROLLERS:
+    raise ValueError(f"objective.controller.kind = {c.kind!r} is not a controller; "
+                     f"valid: {', '.join(CONTROLLERS)}")
+  if not 0 <= c.beta_min <= c.beta_init <= c.beta_max:
+    raise ValueError("objective.controller needs 0 <= beta_min <= beta_init <= beta_max, got "
+                     f"beta_min={c.beta_min}, beta_init={c.beta_init}, beta_max={c.beta_max}")
+  if not 0 <= c.ema_decay < 1:
+    raise ValueError(f"objective.controller.ema_decay = {c.ema_decay} must be in [0, 1)")
+
+
+def init_controller(c) -> ControllerState:
+  """The state before the first step: beta = beta_init, with the integral set so
+  that the PI law with zero pressure also gives beta_init."""
+  check_controller(c)
+  f = lambda v: jnp.asarray(v, jnp.float32)
+  return ControllerState(
+      beta=f(c.beta_init), integral=f(c.beta_init - c.beta_min - 0.5 * c.kp),
+      ema=f(0.0), reference=f(0.0), signal=f(0.0), setpoint=f(0.0),
+      count=jnp.asarray(0, jnp.int32))
+
+
+def kl_setpoint(c, step):
+  """ControlVAE's staircase KL target."""
+  return jnp.minimum(c.kl_start + c.kl_step * (step // c.kl_period), c.kl_max).astype(jnp.float32)
+
+
+def update_controller(c, state: ControllerState, *, diff_loss, kl) -> ControllerState:
+  """One controller step from this step's batch-mean L_diff and VAE KL."""
+  if c.kind == "constant":
+    return state._replace(count=state.count + 1)
+  measured = jnp.asarray(diff_loss if c.kind == "diffusion_feedback" else kl, jnp.float32)
+  measured = jax.lax.stop_gradient(measured)
+  first = state.count == 0
+  ema = jnp.where(first, measured, c.ema_decay * state.ema + (1 - c.ema_decay) * measured)
+  count = state.count + 1
+  if c.kind == "pi_kl":
+    active = jnp.bool_(True)
+    reference = state.reference
+    signal, setpoint = ema, kl_setpoint(c, state.count)
+    pressure = signal - setpoint
+  else:
+    warm = count <= c.warmup_steps
+    reference = jnp.where(warm, ema, state.reference)
+    active = ~warm
+    signal = ema / jnp.maximum(reference, 1e-12)
+    setpoint = jnp.float32(c.setpoint)
+    pressure = setpoint - signal
+  integral = jnp.clip(state.integral + c.ki * pressure, -c.kp, c.beta_max - c.beta_min)
+  beta = jnp.clip(c.beta_min + c.kp * jax.nn.sigmoid(pressure) + integral,
+                  c.beta_min, c.beta_max)
+  return ControllerState(
+      beta=jnp.where(active, beta, state.beta).astype(jnp.float32),
+      integral=jnp.where(active, integral, state.integral).astype(jnp.float32),
+      ema=ema, reference=reference.astype(jnp.float32), signal=signal.astype(jnp.float32),
+      setpoint=jnp.asarray(setpoint, jnp.float32), count=count)
+
+
+def distillation_loss(teacher_mu, teacher_logvar, mu_s, logvar_s, *, mutual: bool):
+  """Per-sample KL(q_vae || N(mu_s, sigma_s^2)) summed over dims; the VAE
+  posterior is a fixed teacher unless `mutual`."""
+  if not mutual:
+    teacher_mu = jax.lax.stop_gradient(teacher_mu)
+    teacher_logvar = jax.lax.stop_gradient(teacher_logvar)
+  return distributions.kl_diag_gaussians(teacher_mu, teacher_logvar, mu_s, logvar_s)
+
+
+def diffusion_inputs(process: diffusion.Diffusion, x0, rng):
+  """t ~ U{0..T-1}, eps ~ N(0, I) and x_t for the eps loss."""
+  k_t, k_eps = jax.random.split(rng)
+  t = jax.random.randint(k_t, (x0.shape[0],), 0, process.num_timesteps)
+  eps = jax.random.normal(k_eps, x0.shape, jnp.float32)
+  return t, eps, process.q_sample(x0, t, eps)
+
+
+def closed_loop_loss(params, models, process, objective_config, beta, x0, rng):
+  """The total loss and `aux` with every term (batch means), for one batch.
+
+  `beta` is the controller's current value (a constant here). Returns
+  (loss, aux) with loss_diff, loss_vae, vae_nll, vae_kl, loss_dt, beta, loss.
+  """
+  k_diff, k_drop, k_z = jax.random.split(rng, 3)
+  t, eps, x_t = diffusion_inputs(process, x0, k_diff)
+  dvars = {"params": params["diffae"]}
+  z_sem = models.diffae.apply(dvars, x0, method="encode")
+  eps_pred = models.diffae.apply(dvars, x_t, t, z_sem, train=True, method="denoise",
+                                 rngs={"dropout": k_drop})
+  loss_diff = jnp.mean(diffusion.eps_mse(eps_pred, eps))
+
+  vae = models.vae.apply({"params": params["vae"]}, x0, k_z)
+  nll, kl = jnp.mean(vae["nll"]), jnp.mean(vae["kl"])
+  loss_vae = nll + beta * kl
+
+  mu_s, logvar_s = models.head.apply({"params": params["head"]}, z_sem)
+  loss_dt = jnp.mean(distillation_loss(vae["mu"], vae["logvar"], mu_s, logvar_s,
+                                       mutual=objective_config.mutual))
+
+  loss = loss_diff + objective_config.w_vae * loss_vae + objective_config.w_dt * loss_dt
+  aux: dict[str, Any] = dict(loss=loss, loss_diff=loss_diff, loss_vae=loss_vae,
+                             vae_nll=nll, vae_kl=kl, loss_dt=loss_dt, beta=beta)
+  return loss, aux

@@ -1,0 +1,106 @@
+"""Picture grids of a model during and after training (from the EMA parameters).
+
+- `recon`: rows = input, Diff-AE reconstruction (z_sem plus the x_T found by
+  DDIM inversion, decoded by DDIM), beta-VAE reconstruction; columns = images.
+- `traverse_mu_s`: one source image; row j sweeps axis j of mu_s, the
+  distilled code every metric evaluates, over [-range, range]. z_sem moves
+  along the head's pseudo-inverse row j (the smallest change of z_sem that
+  moves only mu_s[j]) and is decoded by DDIM from the image's inverted x_T.
+  The first column is the source image.
+- `traverse_vae`: the same sweep of the beta-VAE mean through its decoder.
+"""
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cldis_jax import diffusion, grids
+from cldis_jax.models.beta_vae import decoded_image
+from cldis_jax.models.heads import mu_directions
+
+
+def to_uint8(images) -> np.ndarray:
+  """[-1, 1] -> uint8."""
+  return np.asarray(np.clip((np.asarray(images) + 1.0) * 127.5 + 0.5, 0, 255), np.uint8)
+
+
+def _eps_fn(diffae, params, z_sem):
+  return lambda x, t: diffae.apply({"params": params}, x, t, z_sem, method="denoise")
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def reconstruct(models, process: diffusion.Diffusion, params, x0):
+  """(Diff-AE reconstruction through inverted x_T, beta-VAE reconstruction)."""
+  z_sem = models.diffae.apply({"params": params["diffae"]}, x0, method="encode")
+  eps_fn = _eps_fn(models.diffae, params["diffae"], z_sem)
+  x_T = process.ddim_invert(eps_fn, x0)
+  diffae_recon = process.ddim_sample(eps_fn, x_T)
+  mu, _ = models.vae.apply({"params": params["vae"]}, x0, method="encode")
+  vae_recon = decoded_image(models.vae.apply({"params": params["vae"]}, mu, method="decode"))
+  return diffae_recon, vae_recon
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def traverse_mu_s(models, process: diffusion.Diffusion, params, x0, values):
+  """x0 (1, H, W, C), values (n,) -> (latent_dim, n, H, W, C) images in [-1, 1]."""
+  dparams = params["diffae"]
+  z_sem = models.diffae.apply({"params": dparams}, x0, method="encode")
+  x_T = process.ddim_invert(_eps_fn(models.diffae, dparams, z_sem), x0)
+  mu_s, _ = models.head.apply({"params": params["head"]}, z_sem)
+  directions = mu_directions(params["head"])
+  n = values.shape[0]
+
+  def axis(j):
+    z = z_sem + (values - mu_s[0, j])[:, None] * directions[j][None, :]
+    x = jnp.broadcast_to(x_T, (n,) + x_T.shape[1:])
+    return process.ddim_sample(_eps_fn(models.diffae, dparams, z), x)
+
+  return jax.lax.map(axis, jnp.arange(directions.shape[0]))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def traverse_vae(models, params, x0, values):
+  """x0 (1, H, W, C), values (n,) -> (latent_dim, n, H, W, C) images in [-1, 1]."""
+  vparams = {"params": params["vae"]}
+  mu, _ = models.vae.apply(vparams, x0, method="encode")
+  d, n = mu.shape[1], values.shape[0]
+  z = jnp.broadcast_to(mu[:, None, :], (d, n, d))
+  z = jnp.where(jnp.eye(d, dtype=bool)[:, None, :], values[None, :, None], z)
+  logits = models.vae.apply(vparams, z.reshape(d * n, d), method="decode")
+  return decoded_image(logits).reshape((d, n) + x0.shape[1:])
+
+
+@functools.lru_cache(maxsize=8)
+def sampling_process(beta_schedule: str, num_timesteps: int, steps: int) -> diffusion.Diffusion:
+  """The respaced DDIM process, one object per setting (jitted samplers take it
+  as a static argument, hashed by identity)."""
+  return diffusion.Diffusion.create(beta_schedule, num_timesteps).respace(steps)
+
+
+def sample_grids(models, config, params, x0) -> dict[str, np.ndarray]:
+  """All grids as uint8 images, keyed by name. x0: preview images in [-1, 1]."""
+  s, d = config.samples, config.diffusion
+  process = sampling_process(d.beta_schedule, d.num_timesteps, d.sample_steps)
+  values = jnp.linspace(-s.traversal_range, s.traversal_range, s.traversal_steps)
+  diffae_recon, vae_recon = reconstruct(models, process, params, x0)
+  source = x0[:1]
+  source_column = lambda t: np.concatenate(
+      [np.broadcast_to(np.asarray(source)[None], (t.shape[0], 1) + source.shape[1:]),
+       np.asarray(t)], axis=1)
+  return {
+      "recon": grids.tile(to_uint8(np.stack([x0, diffae_recon, vae_recon]))),
+      "traverse_mu_s": grids.tile(to_uint8(source_column(
+          traverse_mu_s(models, process, params, source, values)))),
+      "traverse_vae": grids.tile(to_uint8(source_column(
+          traverse_vae(models, params, source, values)))),
+  }
+
+
+def save_grids(workdir: str, step: int, images: dict[str, np.ndarray], image_size: int):
+  """PNGs as <workdir>/samples/<name>_<step>.png, cells enlarged to >= 64 px."""
+  scale = max(1, 64 // image_size)
+  return [grids.save_png(os.path.join(workdir, "samples", f"{name}_{step:08d}.png"), image,
+                         scale) for name, image in images.items()]

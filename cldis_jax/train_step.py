@@ -1,0 +1,125 @@
+"""The train state and the one jitted closed-loop step.
+
+One step does everything on one global batch: both branches' losses, the
+distillation link, gradients, Adam, the EMA of the parameters, and the
+controller update of the feedback link. It is a plain `jax.jit` over a mesh
+with a `data` axis: the batch sharded along it, the state replicated and
+donated. XLA inserts the gradient all-reduce (the loss is a global batch mean),
+so the same program runs on 1 CPU, 4 simulated devices or a pod and gives the
+same update.
+
+Randomness: one root key (from config.seed), folded with the step inside the
+step, so a resumed run draws exactly the numbers an uninterrupted one would.
+"""
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from cldis_jax import diffusion, models as models_lib, objective, parallel
+
+BRANCHES = ("diffae", "vae", "head")
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array
+  params: dict[str, Any]
+  ema_params: dict[str, Any]
+  opt_state: Any
+  controller: objective.ControllerState
+
+
+def learning_rate_schedule(optim):
+  if optim.warmup_steps <= 0:
+    return optax.constant_schedule(optim.learning_rate)
+  return optax.linear_schedule(0.0, optim.learning_rate, optim.warmup_steps)
+
+
+def make_optimizer(optim) -> optax.GradientTransformation:
+  """Adam(W) with linear warm-up; gradients clipped by global norm per branch.
+
+  Each branch is clipped on its own: the beta-VAE's summed-over-pixels loss has
+  gradients orders of magnitude larger than the eps loss's, and one global
+  norm over both would clip the Diff-AE's update to almost nothing.
+  """
+  def branch():
+    parts = [optax.clip_by_global_norm(optim.grad_clip_norm)] if optim.grad_clip_norm else []
+    parts.append(optax.adamw(learning_rate_schedule(optim), b1=optim.b1, b2=optim.b2,
+                             eps=optim.eps, weight_decay=optim.weight_decay))
+    return optax.chain(*parts)
+  return optax.multi_transform({b: branch() for b in BRANCHES}, {b: b for b in BRANCHES})
+
+
+def create_train_state(config, models, rng) -> TrainState:
+  params = models_lib.init_params(models, rng)
+  return TrainState(
+      step=jnp.asarray(0, jnp.int32), params=params,
+      ema_params=jax.tree.map(jnp.copy, params),
+      opt_state=make_optimizer(config.optim).init(params),
+      controller=objective.init_controller(config.objective.controller))
+
+
+def init_state_on_mesh(config, models, rng, mesh) -> TrainState:
+  """The initial state, created by one jitted call directly in replicated form."""
+  return jax.jit(functools.partial(create_train_state, config, models),
+                 out_shardings=parallel.replicated(mesh))(rng)
+
+
+def abstract_state(config, models, mesh) -> TrainState:
+  """Shapes, dtypes and shardings of the train state (for restoring), no allocation."""
+  shapes = jax.eval_shape(functools.partial(create_train_state, config, models),
+                          jax.random.key(0))
+  sharding = parallel.replicated(mesh)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                      shapes)
+
+
+def _norm(tree):
+  return optax.global_norm(tree).astype(jnp.float32)
+
+
+def make_train_step(config, models, mesh):
+  """(state, images, rng_root) -> (state, aux), jitted; `state` is donated.
+
+  aux holds every loss term, beta, the controller's signal, set point and
+  error, the learning rate, gradient/parameter/update norms (total and per
+  branch) and `finite`. A step whose loss or gradients are not finite leaves
+  the state unchanged, so the caller can stop with the last good state.
+  """
+  process = diffusion.Diffusion.from_config(config.diffusion)
+  tx = make_optimizer(config.optim)
+  schedule = learning_rate_schedule(config.optim)
+  ema_decay = config.optim.ema_decay
+  obj = config.objective
+
+  def step(state: TrainState, images, rng_root):
+    rng = jax.random.fold_in(rng_root, state.step)
+    loss_fn = functools.partial(objective.closed_loop_loss, models=models, process=process,
+                                objective_config=obj, beta=state.controller.beta,
+                                x0=images, rng=rng)
+    (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
+                       state.ema_params, params)
+    controller = objective.update_controller(obj.controller, state.controller,
+                                             diff_loss=aux["loss_diff"], kl=aux["vae_kl"])
+    finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(_norm(grads))
+    new = state.replace(step=state.step + 1, params=params, ema_params=ema,
+                        opt_state=opt_state, controller=controller)
+    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+    aux = dict(aux, finite=finite, learning_rate=schedule(state.step),
+               controller_signal=controller.signal, controller_setpoint=controller.setpoint,
+               controller_error=controller.setpoint - controller.signal,
+               grad_norm=_norm(grads), param_norm=_norm(params), update_norm=_norm(updates))
+    for b in BRANCHES:
+      aux[f"grad_norm_{b}"] = _norm(grads[b])
+    return new, aux
+
+  replicated = parallel.replicated(mesh)
+  return jax.jit(step, in_shardings=(replicated, parallel.batch_sharding(mesh), replicated),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
