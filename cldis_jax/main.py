@@ -4,6 +4,8 @@ Kept thin on purpose: flags, optional multi-host initialisation, then a call
 into the library (which Colab notebooks and tests import directly).
 """
 
+import logging as std_logging
+
 from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
@@ -11,7 +13,8 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and pictures go.")
-flags.DEFINE_enum("mode", "summary", ["summary", "data"],
+flags.DEFINE_enum("mode", "train", ["train", "summary", "data"],
+                  "train: train (resuming from --workdir's latest checkpoint). "
                   "summary: print the parameter count of every module. "
                   "data: open the dataset, time a few batches, and write "
                   "data_batch.png / data_factors.png into --workdir.")
@@ -21,15 +24,26 @@ flags.DEFINE_bool("distributed", False,
 flags.mark_flags_as_required(["config"])
 
 
+def _quiet_orbax(record) -> bool:
+  """orbax logs dozens of INFO lines per checkpoint; keep its warnings only."""
+  return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_quiet_orbax)
   if FLAGS.distributed:
     jax.distributed.initialize()
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(),
                jax.process_count(), jax.devices())
   config = FLAGS.config
-  if FLAGS.mode == "summary":
+  if FLAGS.mode == "train":
+    if not FLAGS.workdir:
+      raise app.UsageError("--mode=train needs --workdir (checkpoints, events, samples)")
+    from cldis_jax import train  # pylint: disable=g-import-not-at-top
+    train.train_and_evaluate(config, FLAGS.workdir)
+  elif FLAGS.mode == "summary":
     from cldis_jax import summary  # pylint: disable=g-import-not-at-top
     print(summary.parameter_table(config.model, FLAGS.summary_depth))
   elif FLAGS.mode == "data":

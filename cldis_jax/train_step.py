@@ -39,19 +39,24 @@ def learning_rate_schedule(optim):
   return optax.linear_schedule(0.0, optim.learning_rate, optim.warmup_steps)
 
 
-def make_optimizer(optim) -> optax.GradientTransformation:
-  """Adam(W) with linear warm-up; gradients clipped by global norm per branch.
+def clip_per_branch(max_norm: float) -> optax.GradientTransformation:
+  """Global-norm clipping of each branch (diffae, vae, head) on its own.
 
-  Each branch is clipped on its own: the beta-VAE's summed-over-pixels loss has
-  gradients orders of magnitude larger than the eps loss's, and one global
-  norm over both would clip the Diff-AE's update to almost nothing.
+  The beta-VAE's summed-over-pixels loss has gradients orders of magnitude
+  larger than the eps loss's; one global norm over both would clip the
+  Diff-AE's update to almost nothing.
   """
-  def branch():
-    parts = [optax.clip_by_global_norm(optim.grad_clip_norm)] if optim.grad_clip_norm else []
-    parts.append(optax.adamw(learning_rate_schedule(optim), b1=optim.b1, b2=optim.b2,
-                             eps=optim.eps, weight_decay=optim.weight_decay))
-    return optax.chain(*parts)
-  return optax.multi_transform({b: branch() for b in BRANCHES}, {b: b for b in BRANCHES})
+  return optax.multi_transform({b: optax.clip_by_global_norm(max_norm) for b in BRANCHES},
+                               {b: b for b in BRANCHES})
+
+
+def make_optimizer(optim) -> optax.GradientTransformation:
+  """Per-branch clipping, then Adam(W) with a linear learning-rate warm-up."""
+  adam = optax.adamw(learning_rate_schedule(optim), b1=optim.b1, b2=optim.b2, eps=optim.eps,
+                     weight_decay=optim.weight_decay)
+  if not optim.grad_clip_norm:
+    return adam
+  return optax.chain(clip_per_branch(optim.grad_clip_norm), adam)
 
 
 def create_train_state(config, models, rng) -> TrainState:
@@ -79,7 +84,7 @@ def abstract_state(config, models, mesh) -> TrainState:
 
 
 def _norm(tree):
-  return optax.global_norm(tree).astype(jnp.float32)
+  return optax.tree.norm(tree).astype(jnp.float32)
 
 
 def make_train_step(config, models, mesh):

@@ -24,6 +24,17 @@ if _cache:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def subprocess_env(devices: int = 1) -> dict[str, str]:
+  """The environment for a test's child Python: `devices` simulated CPU devices,
+  the same PRNG, -O0 and compilation cache as this process."""
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
+                       "--xla_backend_optimization_level=0")
+  if _cache:
+    env.update(JAX_COMPILATION_CACHE_DIR=_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+  return env
+
+
 def config_path(name: str) -> str:
   return str(REPO / "configs" / name)
 

@@ -55,9 +55,14 @@ def dense(x, features, *, name, dtype, zero_init=False):
 
 
 def group_norm(x, *, name):
-  """GroupNorm(min(32, C) groups, eps 1e-5), computed in float32, cast back."""
+  """GroupNorm(32 groups, eps 1e-5), computed in float32, cast back.
+
+  The official GroupNorm32 needs C divisible by 32; small CPU models (e.g. the
+  48 channels of a 16 + 32 skip concatenation) use gcd(32, C) groups, which is
+  32 wherever the official model is defined.
+  """
   c = x.shape[-1]
-  y = nn.GroupNorm(num_groups=min(32, c), epsilon=1e-5, dtype=jnp.float32,
+  y = nn.GroupNorm(num_groups=math.gcd(32, c), epsilon=1e-5, dtype=jnp.float32,
                    name=name)(x.astype(jnp.float32))
   return y.astype(x.dtype)
 

@@ -1,0 +1,162 @@
+"""The closed-loop objective: controller step responses, the distillation link's
+gradient routing, the loss terms, and per-branch clipping."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cldis_jax import config_lib, diffusion, objective, train_step
+
+
+def _controller(**overrides):
+  c = config_lib.base_config().objective.controller
+  c.update(overrides)
+  return c
+
+
+def _run(c, diff_losses=None, kls=None, state=None):
+  """Feeds a sequence of measurements; returns the final state and the betas."""
+  n = len(diff_losses if diff_losses is not None else kls)
+  diff_losses = np.ones(n) if diff_losses is None else diff_losses
+  kls = np.ones(n) if kls is None else kls
+  state = objective.init_controller(c) if state is None else state
+  update = jax.jit(lambda s, d, k: objective.update_controller(c, s, diff_loss=d, kl=k))
+  betas = []
+  for d, k in zip(diff_losses, kls):
+    state = update(state, jnp.float32(d), jnp.float32(k))
+    betas.append(float(state.beta))
+  return state, np.array(betas)
+
+
+FEEDBACK = dict(kind="diffusion_feedback", beta_init=2.0, beta_min=1.0, beta_max=4.0,
+                kp=0.01, ki=0.01, ema_decay=0.0, warmup_steps=5, setpoint=1.0)
+
+
+def test_diffusion_feedback_holds_beta_during_warmup_then_takes_the_reference():
+  state, betas = _run(_controller(**FEEDBACK), diff_losses=[3.0, 2.0, 1.5, 1.2, 1.0])
+  np.testing.assert_array_equal(betas, 2.0)
+  assert float(state.reference) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("later_loss, direction", [(1.5, -1), (0.6, +1), (1.0, 0)])
+def test_diffusion_feedback_lowers_beta_above_the_setpoint_and_raises_it_below(
+    later_loss, direction):
+  losses = [1.0] * 5 + [later_loss] * 20
+  state, betas = _run(_controller(**FEEDBACK), diff_losses=losses)
+  steps = np.diff(betas[4:])
+  if direction == 0:  # at the set point the PI law holds its value
+    np.testing.assert_allclose(betas[5:], 2.0, atol=1e-6)
+  else:
+    assert np.all(np.sign(steps) == direction), betas
+  assert float(state.signal) == pytest.approx(later_loss)
+  assert float(state.setpoint) == 1.0
+
+
+def test_pi_kl_raises_beta_when_kl_is_above_its_setpoint_and_lowers_it_below():
+  c = _controller(kind="pi_kl", beta_init=2.0, beta_min=1.0, beta_max=10.0, ema_decay=0.0,
+                  ki=0.01, kl_start=5.0, kl_step=0.0)
+  _, up = _run(c, kls=[8.0] * 20)
+  _, down = _run(c, kls=[1.0] * 20)
+  assert np.all(np.diff(up) > 0) and np.all(np.diff(down) < 0)
+
+
+def test_pi_kl_setpoint_is_controlvaes_staircase():
+  c = _controller(kl_start=0.5, kl_step=0.15, kl_period=5000, kl_max=1.0)
+  got = [float(objective.kl_setpoint(c, s)) for s in (0, 4999, 5000, 10000, 10**6)]
+  np.testing.assert_allclose(got, [0.5, 0.5, 0.65, 0.8, 1.0], rtol=1e-6)
+
+
+def test_beta_stays_inside_its_bounds_under_any_signal():
+  rng = np.random.default_rng(0)
+  k = np.arange(400)
+  losses = np.exp(2.0 * np.sin(k / 30) + rng.normal(0, 0.5, size=400))  # slow swings + noise
+  for kind in ("diffusion_feedback", "pi_kl"):
+    c = _controller(**dict(FEEDBACK, kind=kind, ki=0.5, kp=2.0, kl_start=1.0, kl_step=0.0))
+    _, betas = _run(c, diff_losses=losses, kls=losses)
+    assert betas.min() >= 1.0 and betas.max() <= 4.0
+    assert betas.min() == 1.0 and betas.max() == 4.0  # the law does reach both bounds
+
+
+def test_the_integral_does_not_wind_up_during_saturation():
+  """After 2000 steps pinned at beta_max, beta leaves it within a few steps of
+  the signal crossing the set point (a wound-up integral would take ~2000)."""
+  c = _controller(**FEEDBACK)
+  state, betas = _run(c, diff_losses=[1.0] * 5 + [0.5] * 2000)
+  assert betas[-1] == 4.0
+  assert float(state.integral) <= c.beta_max - c.beta_min
+  _, after = _run(c, diff_losses=[1.5] * 50, state=state)
+  first_below = int(np.argmax(after < 4.0))
+  assert after[first_below] < 4.0 and first_below <= 3, after[:10]
+  assert after[-1] < 3.8  # falling at the integral rate ki * |error| = 0.005 per step
+
+
+def test_constant_never_moves():
+  c = _controller(kind="constant", beta_init=4.0, beta_max=8.0)
+  _, betas = _run(c, diff_losses=np.linspace(0.1, 10, 50), kls=np.linspace(100, 0, 50))
+  np.testing.assert_array_equal(betas, 4.0)
+
+
+def test_bad_controller_settings_are_named():
+  with pytest.raises(ValueError, match="'pid'.*diffusion_feedback"):
+    objective.init_controller(_controller(kind="pid"))
+  with pytest.raises(ValueError, match="beta_min=1.0, beta_init=0.5"):
+    objective.init_controller(_controller(beta_init=0.5))
+
+
+@pytest.mark.parametrize("mutual", [False, True])
+def test_distillation_trains_the_student_and_the_teacher_only_when_mutual(mutual):
+  rng = np.random.default_rng(1)
+  t_mu, t_lv, s_mu, s_lv = (jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+                            for _ in range(4))
+  loss = lambda *a: jnp.sum(objective.distillation_loss(*a, mutual=mutual))
+  grads = jax.grad(loss, argnums=(0, 1, 2, 3))(t_mu, t_lv, s_mu, s_lv)
+  assert all(np.abs(g).max() > 0 for g in grads[2:])
+  assert (np.abs(grads[0]).max() > 0) == mutual and (np.abs(grads[1]).max() > 0) == mutual
+
+
+def test_distillation_is_the_closed_form_kl_and_zero_when_student_matches():
+  mu, lv = jnp.array([[0.3, -1.0]]), jnp.array([[0.2, -0.5]])
+  np.testing.assert_allclose(objective.distillation_loss(mu, lv, mu, lv, mutual=False), 0.0,
+                             atol=1e-7)
+  # KL(N(0,1) || N(1, e^2)) = log(e) + (1 + 1) / (2 e^2) - 1/2, one dim
+  got = objective.distillation_loss(jnp.zeros((1, 1)), jnp.zeros((1, 1)), jnp.ones((1, 1)),
+                                    jnp.full((1, 1), 2.0), mutual=False)
+  np.testing.assert_allclose(got, 1.0 + 2.0 / (2 * np.e**2) - 0.5, rtol=1e-6)
+
+
+def test_closed_loop_loss_sums_its_terms_and_routes_gradients(tiny_models, tiny_params):
+  config = config_lib.base_config()
+  process = diffusion.Diffusion.from_config(config.diffusion)
+  x0 = jax.random.uniform(jax.random.key(3), (4, 16, 16, 3), minval=-1, maxval=1)
+  obj = config.objective
+  obj.w_vae, obj.w_dt = 0.5, 2.0
+
+  def loss(p, beta=3.0):
+    return objective.closed_loop_loss(p, tiny_models, process, obj, jnp.float32(beta), x0,
+                                      jax.random.key(4))
+
+  (total, aux), grads = jax.value_and_grad(loss, has_aux=True)(tiny_params)
+  np.testing.assert_allclose(aux["loss_vae"], aux["vae_nll"] + 3.0 * aux["vae_kl"], rtol=1e-6)
+  np.testing.assert_allclose(
+      total, aux["loss_diff"] + 0.5 * aux["loss_vae"] + 2.0 * aux["loss_dt"], rtol=1e-6)
+  assert all(np.isfinite(float(v)) for v in aux.values())
+  for branch in ("diffae", "vae", "head"):
+    assert float(train_step._norm(grads[branch])) > 0, branch  # pylint: disable=protected-access
+  # The encoder learns from L_dt: its gradient changes with w_dt.
+  obj.w_dt = 0.0
+  grads0 = jax.grad(lambda p: loss(p)[0])(tiny_params)
+  enc = lambda g: np.asarray(jax.tree.leaves(g["diffae"]["encoder"])[0])
+  assert np.abs(enc(grads) - enc(grads0)).max() > 0
+
+
+def test_each_branch_is_clipped_on_its_own():
+  """Huge VAE gradients do not shrink the Diff-AE's (or the head's) gradient."""
+  params = {"diffae": jnp.zeros(3), "vae": jnp.zeros(3), "head": jnp.zeros(2)}
+  grads = {"diffae": jnp.array([3.0, 4.0, 0.0]), "vae": jnp.full(3, 1e4),
+           "head": jnp.array([0.1, 0.0])}
+  clip = train_step.clip_per_branch(1.0)
+  clipped, _ = clip.update(grads, clip.init(params))
+  np.testing.assert_allclose(clipped["diffae"], [0.6, 0.8, 0.0], rtol=1e-6)
+  np.testing.assert_allclose(np.linalg.norm(clipped["vae"]), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(clipped["head"], [0.1, 0.0], rtol=1e-6)
