@@ -166,3 +166,23 @@ def from_dict(tree: Mapping) -> ml_collections.ConfigDict:
       return {k: fix(x) for k, x in v.items()}
     return tuple(fix(x) for x in v) if isinstance(v, list) else v
   return ml_collections.ConfigDict(fix(dict(tree)))
+
+
+def disentanglement64_config(data_name: str, *, channels: int = 3,
+                             latent_dim: int = 10) -> ml_collections.ConfigDict:
+  """The 64x64 recipe of configs/{shapes3d,dsprites,mpi3d,cars3d,celeba64}.py.
+
+  Published for CL-Dis: nothing (reference/cldis_method_notes.md 1.1). Our
+  choices: the official Diff-AE ffhq64 networks (the only published 64-px
+  Diff-AE), bf16 compute, global batch 64, 250k steps (16M samples), d_v = 10
+  as in disentanglement_lib's models, the Burgess beta-VAE with a Bernoulli
+  likelihood, and the default diffusion-feedback controller.
+  """
+  config = base_config()
+  config.model.update(dict(image_size=64, in_channels=channels, latent_dim=latent_dim,
+                           dtype="bfloat16"))
+  config.data.name = data_name
+  config.train.update(dict(batch_size=64, num_steps=250_000, log_every=500,
+                           checkpoint_every=10_000))
+  config.samples.every = 25_000
+  return config

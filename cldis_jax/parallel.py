@@ -35,3 +35,10 @@ def local_rows(sharding: NamedSharding, global_batch: int) -> slice:
   if sum(b - a for a, b in spans) != stop - start:
     raise ValueError(f"this process's rows of the batch are not contiguous: {sorted(spans)}")
   return slice(start, stop)
+
+
+def replicate(array: np.ndarray, mesh: Mesh) -> jax.Array:
+  """A host array every process holds identically -> one array replicated on
+  every device of the mesh (also when some devices belong to other processes)."""
+  array = np.asarray(array)
+  return jax.make_array_from_process_local_data(replicated(mesh), array, array.shape)

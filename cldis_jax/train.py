@@ -104,9 +104,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   source = data.build_source(config.data, image_size=config.model.image_size,
                              channels=config.model.in_channels)
   pipeline = data.build_pipeline(config, source, mesh)
-  rng_init, rng_train = jax.random.split(jax.random.key(config.seed))
-  replicated = parallel.replicated(mesh)
-  rng_train = jax.device_put(rng_train, replicated)
+  # Made by a jitted call so that the keys are replicated over every process.
+  rng_init, rng_train = jax.jit(lambda: jax.random.split(jax.random.key(config.seed)),
+                                out_shardings=parallel.replicated(mesh))()
 
   ckpt = checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints,
                                 save_every=config.train.checkpoint_every,
@@ -133,7 +133,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       return json.load(f)
 
   step_fn = train_step.make_train_step(config, models, mesh)
-  previews = jax.device_put(preview_images(source, config.samples.num_images), replicated)
+  previews = parallel.replicate(preview_images(source, config.samples.num_images), mesh)
 
   def write_samples(step):
     grid = samples.sample_grids(models, config, state.ema_params, previews)

@@ -26,12 +26,10 @@ def get_config(arg=None):
       embed_dim=64, z_dim=128, dropout=0.0))
   config.model.vae.update(dict(hidden_channels=32, hidden_dim=128))
 
-  config.diffusion.sample_steps = 10
-
   config.optim.update(dict(learning_rate=5e-4, warmup_steps=100, ema_decay=0.995))
 
   config.objective.controller.update(dict(
-      beta_init=1.0, beta_min=1.0, beta_max=4.0, ki=0.02, warmup_steps=200))
+      beta_init=1.0, beta_min=1.0, beta_max=4.0, ki=0.005, warmup_steps=200))
 
   config.data.name = "procedural/shapes3d"
   config.train.update(dict(batch_size=16, num_steps=2000, log_every=50,

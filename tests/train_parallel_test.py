@@ -1,0 +1,115 @@
+"""Data parallelism: the sharded step equals the single-device step, and two
+processes on loopback train to the same parameters as one process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+
+from conftest import config_path, subprocess_env
+from train_test import read_state
+
+_FOUR_DEVICES = textwrap.dedent("""
+    import json, sys, tempfile
+    import jax, numpy as np
+    from cldis_jax import config_lib, data, models, parallel, train, train_step
+    config = config_lib.load_config(sys.argv[1])
+    config.train.batch_size = 8
+    # Biases in front of a GroupNorm get gradients that are zero up to rounding
+    # (~1e-10), and Adam with eps 1e-8 turns those into updates of +-lr/2 whose
+    # sign depends on summation order. A larger eps keeps the comparison about
+    # the sharded gradient, not about amplified rounding noise.
+    config.optim.eps = 1e-3
+    nets = models.build_models(config.model)
+    source = data.build_source(config.data, image_size=16, channels=3)
+    plan = data.BatchPlan(len(source), 8, seed=0)
+    out = {}
+    for n in (1, 4):
+      mesh = parallel.data_mesh(jax.devices()[:n])
+      state = train_step.init_state_on_mesh(config, nets, jax.random.key(0), mesh)
+      step = train_step.make_train_step(config, nets, mesh)
+      pipe = data.InputPipeline(source, plan, sharding=parallel.batch_sharding(mesh))
+      rng = jax.device_put(jax.random.key(1), parallel.replicated(mesh))
+      for k in range(3):
+        state, aux = step(state, pipe.global_batch(k)["image"], rng)
+      out[n] = dict(leaves=jax.tree.leaves(jax.device_get((state.params, state.ema_params))),
+                    aux=jax.device_get(aux), shards=len(state.params["head"]["proj"]["kernel"]
+                                                        .sharding.device_set))
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(out[1]["leaves"], out[4]["leaves"]))
+    config.train.batch_size = 6
+    try:
+      train.train_and_evaluate(config, tempfile.mkdtemp())
+      error = None
+    except ValueError as e:
+      error = str(e)
+    print(json.dumps(dict(
+        devices=jax.device_count(), max_param_diff=diff, shards=out[4]["shards"],
+        grad_norm=[float(out[n]["aux"]["grad_norm"]) for n in (1, 4)],
+        loss=[float(out[n]["aux"]["loss"]) for n in (1, 4)], error=error)))
+""")
+
+
+def test_four_devices_give_the_single_device_update():
+  proc = subprocess.run([sys.executable, "-c", _FOUR_DEVICES, config_path("test.py")],
+                        env=subprocess_env(devices=4), capture_output=True, text=True,
+                        timeout=400)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert result["devices"] == 4 and result["shards"] == 4
+  assert result["max_param_diff"] < 1e-5, result
+  # Adam hides a wrongly scaled gradient; the gradient norm does not.
+  np.testing.assert_allclose(*result["grad_norm"], rtol=1e-4)
+  np.testing.assert_allclose(*result["loss"], rtol=1e-5)
+  assert "train.batch_size = 6 does not divide over the 4 devices" in result["error"]
+
+
+_PROCESS = textwrap.dedent("""
+    import sys
+    import jax
+    port, pid, workdir, config_file = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    if pid >= 0:
+      jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
+                                 process_id=pid,
+                                 coordinator_bind_address=f"127.0.0.1:{port}")
+    from cldis_jax import config_lib, train
+    config = config_lib.load_config(config_file)
+    config.train.update(batch_size=8, num_steps=4, log_every=2, checkpoint_every=0)
+    config.samples.every = 0
+    train.train_and_evaluate(config, workdir)
+    if pid >= 0:
+      jax.distributed.shutdown()
+""")
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
+  port = _free_port()
+  multi, single = str(tmp_path / "two_processes"), str(tmp_path / "one_process")
+  procs = [subprocess.Popen([sys.executable, "-c", _PROCESS, str(port), str(pid), multi,
+                             config_path("test.py")], env=subprocess_env(devices=1),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for pid in (0, 1)]
+  ref = subprocess.run([sys.executable, "-c", _PROCESS, "0", "-1", single,
+                        config_path("test.py")], env=subprocess_env(devices=2),
+                       capture_output=True, text=True, timeout=400)
+  assert ref.returncode == 0, ref.stderr[-3000:]
+  for proc in procs:
+    _, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-3000:]
+  assert os.path.exists(os.path.join(multi, "metrics.json"))  # written by process 0
+  step_a, a = read_state(multi)
+  step_b, b = read_state(single)
+  assert step_a == step_b == 4
+  diff = max(float(np.abs(x - y).max()) for x, y in
+             zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"])))
+  assert diff < 1e-6, diff
