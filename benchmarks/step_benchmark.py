@@ -1,14 +1,18 @@
-"""Times one jitted training step of the Diff-AE (encoder + UNet, eps loss) and of
-the beta-VAE, and DDIM sampling, for a config and batch size.
+"""Times the whole closed-loop train step (cldis_jax.train_step: both branches,
+distillation, controller, Adam, EMA), one jitted step of the Diff-AE alone
+(encoder + UNet, eps loss) and of the beta-VAE alone, and DDIM sampling, for a
+config and batch size.
 
   python benchmarks/step_benchmark.py --config configs/test.py --batch 4
+  python benchmarks/step_benchmark.py --config configs/quickstart.py --parts cldis
   python benchmarks/step_benchmark.py --config configs/ffhq.py:64 --batch 8 \
       --config.model.dtype=float32
 
 Any config field can be overridden the same way (--config.model.diffae.dropout=0.0).
 
-A step is forward + backward + Adam (with global-norm clipping), the work the
-official PyTorch numbers in reference/stack_notes.md measure. Printed per part:
+The `diffae` part is forward + backward + Adam (with global-norm clipping), the
+work the official PyTorch numbers in reference/stack_notes.md measure; `cldis`
+is the step `python -m cldis_jax.main` runs. Printed per part:
 compile time, median step time over --repeats runs after compilation (with min
 and max, to show the noise), images/s, XLA's flop count of the compiled step
 and the achieved FLOP/s, and peak memory (device peak on accelerators; process
@@ -30,13 +34,14 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import optax
 
-from cldis_jax import diffusion, models, parallel
+from cldis_jax import diffusion, models, parallel, train_step
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/test.py", "Config file (path[:arg]).")
 flags.DEFINE_integer("batch", None, "Global batch size; default: the config's.")
 flags.DEFINE_integer("repeats", 5, "Timed runs after compilation.")
-flags.DEFINE_list("parts", ["diffae", "vae", "sample"], "Which of diffae, vae, sample.")
+flags.DEFINE_list("parts", ["cldis", "diffae", "vae", "sample"],
+                  "Which of cldis, diffae, vae, sample.")
 flags.DEFINE_integer("sample_steps", 20, "DDIM steps for the sampling part.")
 
 
@@ -164,6 +169,15 @@ def main(argv):
                                          minval=-1, maxval=1), sharded)
   rng = jax.random.key(2)
   parts = FLAGS.parts
+  if "cldis" in parts:
+    config.train.batch_size = batch
+    state = train_step.init_state_on_mesh(config, nets, jax.random.key(0), mesh)
+    step = train_step.make_train_step(config, nets, mesh)
+    rng_root = jax.device_put(jax.random.key(4), replicated)
+    closed_loop = lambda s, x, r: (step(s, x, r)[0], x, r)  # chain the state only
+    _report("cldis", batch, *_time(jax.jit(closed_loop, donate_argnums=0),
+                                   (state, x0, rng_root), FLAGS.repeats))
+    del state
   if "diffae" in parts:
     step, tx = diffae_step_fn(config, nets.diffae)
     p = jax.tree.map(jnp.copy, params["diffae"])
