@@ -112,13 +112,27 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                 save_every=config.train.checkpoint_every,
                                 async_save=config.train.async_checkpoints)
   writer = writer_lib.create_default_writer(workdir, just_logging=not lead)
+  stop = _StopSignal()
+  try:
+    return _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train,
+                  ckpt, writer, stop)
+  finally:
+    stop.close()
+    ckpt.close()
+    writer.flush()
+    writer.close()
+
+
+def _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train, ckpt,
+           writer, stop) -> dict:
+  lead = jax.process_index() == 0
   last_saved = ckpt.latest_step()
   if last_saved is not None:
     state = ckpt.restore(train_step.abstract_state(config, models, mesh))
     logging.info("resumed from %s/%d", ckpt.directory, last_saved)
   else:
     state = train_step.init_state_on_mesh(config, models, rng_init, mesh)
-    writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
+    writer.write_hparams(_flatten(config.to_dict()))
   if lead:
     logging.info("parameters:\n%s", parameter_overview.get_parameter_overview(
         jax.device_get(state.params), include_stats=False))
@@ -128,7 +142,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
   metrics_path = os.path.join(workdir, "metrics.json")
   if start >= num_steps and os.path.exists(metrics_path):
     logging.info("already trained to step %d (train.num_steps = %d)", start, num_steps)
-    ckpt.close()
     with open(metrics_path) as f:
       return json.load(f)
 
@@ -141,72 +154,65 @@ def train_and_evaluate(config, workdir: str) -> dict:
       samples.save_grids(workdir, step, grid, config.model.image_size)
     writer.write_images(step, grid)
 
-  stop = _StopSignal()
   window, scalars, pending, status, first_step_s = [], {}, None, "completed", None
   t_start = t_log = time.perf_counter()
   s_log = start
-  try:
-    for step, batch_arrays in zip(range(start, num_steps), pipeline.iterate(start, num_steps)):
-      state, aux = step_fn(state, batch_arrays["image"], rng_train)
-      if first_step_s is None:
-        jax.block_until_ready(aux)
-        first_step_s = time.perf_counter() - t_start
-        logging.info("first step (with compilation) took %.1f s", first_step_s)
-        t_log, s_log = time.perf_counter(), step + 1
-      if pending is not None:  # one step behind, so dispatch runs ahead
-        _check_finite(*pending, last_saved)
-      pending = (step, aux)
-      window.append(aux)
-      done = step + 1
-      preempted = stop.reached(done)
-      log_due = done % config.train.log_every == 0 or done == num_steps
-      save_due = bool(ckpt.save_every) and done % ckpt.save_every == 0
-      sample_due = bool(config.samples.every) and done % config.samples.every == 0
-      if log_due or save_due or sample_due or preempted:
-        _check_finite(*pending, last_saved)  # never save or log a bad step
-      if log_due:
-        now = time.perf_counter()
-        rate = (done - s_log) / (now - t_log) if done > s_log else float("nan")
-        scalars = dict(_mean_aux(window), steps_per_s=rate, images_per_s=rate * batch)
-        writer.write_scalars(done, scalars)
-        if lead:
-          _log_progress(done, num_steps, scalars)
-        window, t_log, s_log = [], now, done
-      if save_due or preempted:
-        ckpt.save(done, state, config, force=True)
-        last_saved = done
-      if sample_due:
-        write_samples(done)
-      if preempted:
-        status = "preempted"
-        logging.warning("stopped by preemption at step %d; checkpoint saved", done)
-        break
-    if pending is not None:
+  for step, batch_arrays in zip(range(start, num_steps), pipeline.iterate(start, num_steps)):
+    state, aux = step_fn(state, batch_arrays["image"], rng_train)
+    if first_step_s is None:
+      jax.block_until_ready(aux)
+      first_step_s = time.perf_counter() - t_start
+      logging.info("first step (with compilation) took %.1f s", first_step_s)
+      t_log, s_log = time.perf_counter(), step + 1
+    if pending is not None:  # one step behind, so dispatch runs ahead
       _check_finite(*pending, last_saved)
-    done = int(state.step)
-    if status == "completed" and last_saved != done:
+    pending = (step, aux)
+    window.append(aux)
+    done = step + 1
+    preempted = stop.reached(done)
+    log_due = done % config.train.log_every == 0 or done == num_steps
+    save_due = bool(ckpt.save_every) and done % ckpt.save_every == 0
+    sample_due = bool(config.samples.every) and done % config.samples.every == 0
+    if log_due or save_due or sample_due or preempted:
+      _check_finite(*pending, last_saved)  # never save or log a bad step
+    if log_due:
+      now = time.perf_counter()
+      rate = (done - s_log) / (now - t_log) if done > s_log else float("nan")
+      scalars = dict(_mean_aux(window), steps_per_s=rate, images_per_s=rate * batch)
+      writer.write_scalars(done, scalars)
+      if lead:
+        _log_progress(done, num_steps, scalars)
+      window, t_log, s_log = [], now, done
+    if save_due or preempted:
       ckpt.save(done, state, config, force=True)
       last_saved = done
-    if status == "completed" and config.samples.every and not (
-        done > start and done % config.samples.every == 0):
+    if sample_due:
       write_samples(done)
-    ckpt.wait()
-    elapsed = time.perf_counter() - t_start
-    metrics = dict(
-        status=status, step=done, num_steps=num_steps, steps_this_run=done - start,
-        wall_time_s=elapsed, first_step_s=first_step_s,
-        train=_mean_aux(window) if window else scalars,
-        controller={k: float(v) for k, v in state.controller._asdict().items()},
-        checkpoint=os.path.join(ckpt.directory, str(last_saved)))
-    if lead and status == "completed":
-      with open(metrics_path, "w") as f:
-        json.dump(metrics, f, indent=2)
-    return metrics
-  finally:
-    stop.close()
-    ckpt.close()
-    writer.flush()
-    writer.close()
+    if preempted:
+      status = "preempted"
+      logging.warning("stopped by preemption at step %d; checkpoint saved", done)
+      break
+  if pending is not None:
+    _check_finite(*pending, last_saved)
+  done = int(state.step)
+  if status == "completed" and last_saved != done:
+    ckpt.save(done, state, config, force=True)
+    last_saved = done
+  if status == "completed" and config.samples.every and not (
+      done > start and done % config.samples.every == 0):
+    write_samples(done)
+  ckpt.wait()
+  elapsed = time.perf_counter() - t_start
+  metrics = dict(
+      status=status, step=done, num_steps=num_steps, steps_this_run=done - start,
+      wall_time_s=elapsed, first_step_s=first_step_s,
+      train=_mean_aux(window) if window else scalars,
+      controller={k: float(v) for k, v in state.controller._asdict().items()},
+      checkpoint=os.path.join(ckpt.directory, str(last_saved)))
+  if lead and status == "completed":
+    with open(metrics_path, "w") as f:
+      json.dump(metrics, f, indent=2)
+  return metrics
 
 
 def _log_progress(done, num_steps, scalars):

@@ -1,6 +1,8 @@
 """FFHQ at the official Diff-AE sizes: `--config configs/ffhq.py:RES`, RES in 64, 128, 256.
 
   python -m cldis_jax.main --config configs/ffhq.py:128 --mode=summary
+  python -m cldis_jax.main --config configs/ffhq.py:64 --workdir /tmp/ffhq64 \
+      --config.data.dir=/path/to/ffhq
   python -m cldis_jax.main --config configs/ffhq.py:64 --mode=data \
       --config.data.dir=/path/to/ffhq --workdir=/tmp/ffhq64
 
@@ -47,6 +49,7 @@ def get_config(arg=None):
   config.data.dir = ""  # --config.data.dir=/path/to/ffhq
   config.data.hflip = True
 
-  config.train.batch_size = batch
-  config.train.num_steps = samples // batch
+  config.train.update(dict(batch_size=batch, num_steps=samples // batch, log_every=500,
+                           checkpoint_every=10_000))
+  config.samples.every = 25_000
   return config

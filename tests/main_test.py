@@ -39,6 +39,12 @@ def test_unknown_override_key_is_refused():
   assert "base_channels" in result.stderr
 
 
+def test_training_is_the_default_mode_and_needs_a_workdir():
+  result = _run("--config", config_path("test.py"))
+  assert result.returncode != 0
+  assert "--mode=train needs --workdir" in result.stderr
+
+
 def test_data_mode_reports_the_dataset_and_writes_previews(tmp_path):
   result = _run("--config", config_path("test.py"), "--mode=data", f"--workdir={tmp_path}")
   assert result.returncode == 0, result.stderr[-2000:]
