@@ -92,8 +92,8 @@ def make_train_step(config, models, mesh):
 
   aux holds every loss term, beta, the controller's signal, set point and
   error, the learning rate, gradient/parameter/update norms (total and per
-  branch) and `finite`. A step whose loss or gradients are not finite leaves
-  the state unchanged, so the caller can stop with the last good state.
+  branch) and `finite` (loss and gradients finite), which the training loop
+  checks before it saves or logs anything.
   """
   process = diffusion.Diffusion.from_config(config.diffusion)
   tx = make_optimizer(config.optim)
@@ -116,7 +116,6 @@ def make_train_step(config, models, mesh):
     finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(_norm(grads))
     new = state.replace(step=state.step + 1, params=params, ema_params=ema,
                         opt_state=opt_state, controller=controller)
-    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
     aux = dict(aux, finite=finite, learning_rate=schedule(state.step),
                controller_signal=controller.signal, controller_setpoint=controller.setpoint,
                controller_error=controller.setpoint - controller.signal,

@@ -57,15 +57,12 @@ def run(tmp_path_factory):
   config = _config(num_steps=30, log_every=10, checkpoint_every=10, keep_checkpoints=2)
   config.optim.learning_rate = 1e-3
   config.samples.update(every=30, traversal_steps=5)
-  start = time.perf_counter()
   metrics = train.train_and_evaluate(config, workdir)
-  return dict(workdir=workdir, config=config, metrics=metrics,
-              seconds=time.perf_counter() - start)
+  return dict(workdir=workdir, config=config, metrics=metrics)
 
 
 def test_test_config_trains_end_to_end_and_writes_its_outputs(run):
   workdir, metrics = run["workdir"], run["metrics"]
-  assert run["seconds"] < 60
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["20", "30"]  # keep 2
   assert json.load(open(os.path.join(workdir, "metrics.json"))) == json.loads(
       json.dumps(metrics))
