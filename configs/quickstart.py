@@ -5,9 +5,10 @@ minutes on a 2-core CPU, no download.
 
 A 0.4M-parameter Diff-AE and a small beta-VAE train together on the
 procedurally rendered Shapes3D-like scenes (floor, wall and object hue,
-scale, shape, orientation). By the end, `samples/traverse_vae_*.png` and
-`samples/traverse_mu_s_*.png` show axes that change one colour or the object
-at a time. Compared with the full-size configs it uses a higher learning
+scale, shape, orientation). By the end, `samples/traverse_vae_*.png` has
+separate axes for the object, floor and wall hue, and in
+`samples/traverse_mu_s_*.png` the Diff-AE follows the distilled floor-hue axis;
+shape, scale and orientation need longer runs. Compared with the full-size configs it uses a higher learning
 rate, no dropout, a faster EMA and a controller with a short warm-up and
 large integral gain, so the closed loop acts within the short run.
 """
