@@ -11,7 +11,11 @@ NOTEBOOKS = sorted((REPO / "colab").glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path, monkeypatch):
+def test_notebook_runs(path, monkeypatch, tmp_path):
+  # The training notebook reads these: the tiny config for a few steps.
+  monkeypatch.setenv("CLDIS_COLAB_CONFIG", "configs/test.py")
+  monkeypatch.setenv("CLDIS_COLAB_STEPS", "4")
+  monkeypatch.setenv("CLDIS_COLAB_WORKDIR", str(tmp_path / "workdir"))
   cells = json.loads(path.read_text())["cells"]
   source = "\n".join(
       line for cell in cells if cell["cell_type"] == "code"
