@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import optax
 
-from cldis_jax import diffusion, models, parallel, train_step
+from cldis_jax import diffusion, models, objective, parallel, train_step
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/test.py", "Config file (path[:arg]).")
@@ -99,10 +99,8 @@ def diffae_step_fn(config, diffae):
   process = diffusion.Diffusion.from_config(config.diffusion)
 
   def step(params, opt_state, x0, rng):
-    k_t, k_noise, k_drop, rng = jax.random.split(rng, 4)
-    t = jax.random.randint(k_t, (x0.shape[0],), 0, process.num_timesteps)
-    noise = jax.random.normal(k_noise, x0.shape)
-    x_t = process.q_sample(x0, t, noise)
+    k_diff, k_drop, rng = jax.random.split(rng, 3)
+    t, noise, x_t = objective.diffusion_inputs(process, x0, k_diff)
 
     def loss_fn(p):
       eps = diffae.apply({"params": p}, x0, x_t, t, train=True, rngs={"dropout": k_drop})

@@ -27,24 +27,19 @@ def _key_name(path) -> str:
 class Checkpoints:
   """Keep-last-K checkpoints of {state, config} in `<workdir>/checkpoints`."""
 
-  def __init__(self, workdir: str, *, keep: int = 3, save_every: int = 0,
-               async_save: bool = True):
+  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, save_interval_steps=max(1, save_every) if save_every else 1,
-        enable_async_checkpointing=async_save, create=True)
-    self.save_every = save_every
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=dict(
         state=ocp.StandardCheckpointHandler(), config=ocp.JsonCheckpointHandler()))
 
   def latest_step(self):
     return self.manager.latest_step()
 
-  def save(self, step: int, state, config, *, force: bool = False) -> bool:
-    """Saves if `step` is due (a multiple of save_every) or `force`."""
-    if not force and not (self.save_every and step % self.save_every == 0):
-      return False
-    return self.manager.save(step, force=force, args=ocp.args.Composite(
+  def save(self, step: int, state, config) -> None:
+    """Starts saving (asynchronously unless async_save=False) {state, config} as `step`."""
+    self.manager.save(step, force=True, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         config=ocp.args.JsonSave(config.to_dict())))
 

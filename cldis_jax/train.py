@@ -109,7 +109,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                 out_shardings=parallel.replicated(mesh))()
 
   ckpt = checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints,
-                                save_every=config.train.checkpoint_every,
                                 async_save=config.train.async_checkpoints)
   writer = writer_lib.create_default_writer(workdir, just_logging=not lead)
   stop = _StopSignal()
@@ -154,6 +153,7 @@ def _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train,
       samples.save_grids(workdir, step, grid, config.model.image_size)
     writer.write_images(step, grid)
 
+  save_every = config.train.checkpoint_every
   window, scalars, pending, status, first_step_s = [], {}, None, "completed", None
   t_start = t_log = time.perf_counter()
   s_log = start
@@ -171,7 +171,7 @@ def _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train,
     done = step + 1
     preempted = stop.reached(done)
     log_due = done % config.train.log_every == 0 or done == num_steps
-    save_due = bool(ckpt.save_every) and done % ckpt.save_every == 0
+    save_due = bool(save_every) and done % save_every == 0
     sample_due = bool(config.samples.every) and done % config.samples.every == 0
     if log_due or save_due or sample_due or preempted:
       _check_finite(*pending, last_saved)  # never save or log a bad step
@@ -184,7 +184,7 @@ def _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train,
         _log_progress(done, num_steps, scalars)
       window, t_log, s_log = [], now, done
     if save_due or preempted:
-      ckpt.save(done, state, config, force=True)
+      ckpt.save(done, state, config)
       last_saved = done
     if sample_due:
       write_samples(done)
@@ -196,7 +196,7 @@ def _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train,
     _check_finite(*pending, last_saved)
   done = int(state.step)
   if status == "completed" and last_saved != done:
-    ckpt.save(done, state, config, force=True)
+    ckpt.save(done, state, config)
     last_saved = done
   if status == "completed" and config.samples.every and not (
       done > start and done % config.samples.every == 0):

@@ -8,9 +8,10 @@ procedurally rendered Shapes3D-like scenes (floor, wall and object hue,
 scale, shape, orientation). By the end, `samples/traverse_vae_*.png` has
 separate axes for the object, floor and wall hue, and in
 `samples/traverse_mu_s_*.png` the Diff-AE follows the distilled floor-hue axis;
-shape, scale and orientation need longer runs. Compared with the full-size configs it uses a higher learning
-rate, no dropout, a faster EMA and a controller with a short warm-up and
-large integral gain, so the closed loop acts within the short run.
+shape, scale and orientation need longer runs. Compared with the full-size
+configs it uses a higher learning rate, no dropout, a faster EMA and a
+controller with a short warm-up and a larger integral gain, so that the closed
+loop acts within the short run.
 """
 
 from cldis_jax.config_lib import base_config
