@@ -167,8 +167,9 @@ class InputPipeline:
         if batch is None:
           return
         yield batch
-    finally:
+    finally:  # the producer may be inside JAX: let it finish before JAX can shut down
       stop.set()
+      producer.join(timeout=30.0)
       _RUNNING.discard((stop, producer))
 
   def _read(self, indices: np.ndarray) -> dict[str, np.ndarray]:
