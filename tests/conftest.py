@@ -4,6 +4,7 @@ persistent compilation cache, and models initialised once per session."""
 
 import os
 import pathlib
+import socket
 
 os.environ.setdefault("JAX_DEFAULT_PRNG_IMPL", "rbg")
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
@@ -33,6 +34,13 @@ def subprocess_env(devices: int = 1) -> dict[str, str]:
   if _cache:
     env.update(JAX_COMPILATION_CACHE_DIR=_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
   return env
+
+
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that nothing listens on now (for jax.distributed)."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 def config_path(name: str) -> str:

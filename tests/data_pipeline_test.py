@@ -3,8 +3,6 @@ read disjoint rows that together cover each epoch, resuming reproduces the
 uninterrupted stream, and the global array equals the unsharded batch."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +14,7 @@ import pytest
 from cldis_jax import data, parallel
 from cldis_jax.data import BatchPlan, InputPipeline, ProceduralDSprites, ProceduralShapes3D
 
-from conftest import REPO, config_path
+from conftest import config_path, free_port, subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +127,7 @@ _SHARDED = textwrap.dedent("""
 
 
 def test_four_device_global_batch_equals_the_unsharded_batch():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             PYTHONPATH=str(REPO))
+  env = subprocess_env(devices=4)
   out = subprocess.run([sys.executable, "-c", _SHARDED, config_path("test.py")], env=env,
                        capture_output=True, text=True, timeout=300, check=True)
   result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -162,16 +159,9 @@ _PROCESS = textwrap.dedent("""
 """)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_read_disjoint_shards_of_the_same_global_batch():
-  port = _free_port()
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  port = free_port()
+  env = subprocess_env(devices=2)
   procs = [subprocess.Popen([sys.executable, "-c", _PROCESS, str(port), str(pid),
                              config_path("test.py")], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True) for pid in (0, 1)]

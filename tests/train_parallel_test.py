@@ -3,7 +3,6 @@ processes on loopback train to the same parameters as one process."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -11,7 +10,7 @@ import textwrap
 import jax
 import numpy as np
 
-from conftest import config_path, subprocess_env
+from conftest import config_path, free_port, subprocess_env
 from train_test import read_state
 
 _FOUR_DEVICES = textwrap.dedent("""
@@ -86,14 +85,8 @@ _PROCESS = textwrap.dedent("""
 """)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
-  port = _free_port()
+  port = free_port()
   multi, single = str(tmp_path / "two_processes"), str(tmp_path / "one_process")
   procs = [subprocess.Popen([sys.executable, "-c", _PROCESS, str(port), str(pid), multi,
                              config_path("test.py")], env=subprocess_env(devices=1),
