@@ -183,9 +183,17 @@ def render_layers(geometry: np.ndarray, resolution: int, supersample: int = 2) -
   object, and the object's specular highlight. An image is a fixed linear
   combination of these with its three colours (`compose`)."""
   geometry = np.asarray(geometry).reshape(-1, 3)
-  size, shape = 0.5 * SCALES[geometry[:, 0]], geometry[:, 1]
-  n_img, res = len(geometry), resolution * supersample
-  o, d = _camera_rays(ORIENTATIONS_DEG[geometry[:, 2]], res)
+  return layers_at(SCALES[geometry[:, 0]], geometry[:, 1], ORIENTATIONS_DEG[geometry[:, 2]],
+                   resolution, supersample)
+
+
+def layers_at(scale, shape, orientation_deg, resolution: int,
+              supersample: int = 2) -> np.ndarray:
+  """`render_layers` at real-valued scales and orientations (degrees), [N] each;
+  `shape` is an index into SHAPES. Used to render continuous traversals."""
+  size, shape = 0.5 * np.asarray(scale, np.float64), np.asarray(shape)
+  n_img, res = len(size), resolution * supersample
+  o, d = _camera_rays(np.asarray(orientation_deg, np.float64), res)
 
   t_floor = np.where(d[..., 1] < -1e-9, -o[..., 1] / np.minimum(d[..., 1], -1e-9), np.inf)
   t_wall = np.where(d[..., 2] > 1e-9, (_WALL_Z - o[..., 2]) / np.maximum(d[..., 2], 1e-9),
@@ -224,12 +232,19 @@ def render_layers(geometry: np.ndarray, resolution: int, supersample: int = 2) -
 def compose(layers: np.ndarray, factors: np.ndarray) -> np.ndarray:
   """[N, 4, H, W] layers and [N, 6] factors -> [N, H, W, 3] uint8 images."""
   factors = np.asarray(factors).reshape(-1, 6)
-  colors = np.stack([hsv_to_rgb(HUES[factors[:, 0]], 0.7, 0.9),     # floor
-                     hsv_to_rgb(HUES[factors[:, 1]], 0.6, 0.85),    # wall
-                     hsv_to_rgb(HUES[factors[:, 2]], 0.85, 0.95),   # object
-                     np.ones((len(factors), 3))], 1).astype(np.float32)  # highlight
-  image = np.einsum("nkhw,nkc->nhwc", layers, colors)
-  return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+  image = compose_hues(layers, HUES[factors[:, :3]])
+  return np.round(image * 255.0).astype(np.uint8)
+
+
+def compose_hues(layers: np.ndarray, hues: np.ndarray) -> np.ndarray:
+  """[N, 4, H, W] layers and [N, 3] real (floor, wall, object) hues in [0, 1)
+  -> [N, H, W, 3] float images in [0, 1]."""
+  hues = np.asarray(hues).reshape(-1, 3)
+  colors = np.stack([hsv_to_rgb(hues[:, 0], 0.7, 0.9),     # floor
+                     hsv_to_rgb(hues[:, 1], 0.6, 0.85),    # wall
+                     hsv_to_rgb(hues[:, 2], 0.85, 0.95),   # object
+                     np.ones((len(hues), 3))], 1).astype(np.float32)  # highlight
+  return np.clip(np.einsum("nkhw,nkc->nhwc", layers, colors), 0.0, 1.0)
 
 
 def geometry_of(factors: np.ndarray) -> np.ndarray:
