@@ -145,6 +145,45 @@ def base_config() -> ml_collections.ConfigDict:
       traversal_steps=7,  # columns of the traversal grids
       traversal_range=2.5,  # mu_s / VAE mean values swept over [-range, range]
   ))
+
+  # Evaluation (cldis_jax.evaluate): `--mode=evaluate`, and every
+  # `evaluate.every` training steps. Metrics the dataset cannot support
+  # (no factors, no attributes) are skipped and say so in metrics.json.
+  config.evaluate = ml_collections.ConfigDict(dict(
+      every=0,  # training: evaluate every N steps and at the end (0: never)
+      representations=("mu_s", "vae_mu", "z_sem_pca"),
+      metrics=("factor_vae", "beta_vae", "mig", "dci", "sap", "modularity", "tad", "ctd"),
+      encode_batch=256,
+      encode_all=False,  # True: encode every image first (DisDiff's route; same numbers)
+      reference_images=10_000,  # encoded first: z_sem PCA fit and code scales
+      # disentanglement_lib protocol (reference/metrics_spec.md); keep these
+      # values for numbers comparable with published tables.
+      num_train=10_000,
+      num_test=5_000,  # also FactorVAE's / beta-VAE's num_eval
+      num_variance_estimate=10_000,
+      group_batch_size=64,  # FactorVAE / beta-VAE batch with one factor fixed
+      code_batch_size=16,  # generate_batch_factor_code's chunk (random stream)
+      num_bins=20,
+      prune_threshold=0.05,
+      logistic_solver="lbfgs",  # "lbfgs" (sklearn >= 0.22) or "liblinear" (the library's era)
+      svm_dual=True,  # SAP's LinearSVC(dual=...) (True: the library's era)
+      tad=dict(
+          num_images=1000,  # one random batch, as NashAE / DisDiff / EncDiff
+          variants=("grid11", "exact"),  # grid11: DisDiff/EncDiff; grid101: NashAE
+          auroc_threshold=0.75,
+          entropy_threshold=0.2,
+          range_min=0.2,  # grid variants: latents with a smaller range score 0.5
+      ),
+      ctd=dict(  # reference/cldis_method_notes.md section 4 (cldis_jax.metrics.ctd)
+          num_sources=16,
+          steps=6,  # frames per side of the source
+          range_sigma=3.0,  # the end frames sit at +-range_sigma std of the coordinate
+          levels=3, warps=2, iterations=80, alpha_hs=0.05,
+          nu=0.03, kappa=0.3, u_min=0.25, motion_weight=0.1,
+          floor_min=0.004, floor_percentile=99.5,
+          rho=0.2, q=0.01, e_min=1e-3, track=True, spatial=False, spatial_sigma=2.0,
+      ),
+  ))
   return config
 
 

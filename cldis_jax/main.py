@@ -13,8 +13,10 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and pictures go.")
-flags.DEFINE_enum("mode", "train", ["train", "summary", "data"],
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "summary", "data"],
                   "train: train (resuming from --workdir's latest checkpoint). "
+                  "evaluate: every metric on --workdir's latest checkpoint, written "
+                  "to <workdir>/eval/<step>/. "
                   "summary: print the parameter count of every module. "
                   "data: open the dataset, time a few batches, and write "
                   "data_batch.png / data_factors.png into --workdir.")
@@ -43,6 +45,11 @@ def main(argv):
       raise app.UsageError("--mode=train needs --workdir (checkpoints, events, samples)")
     from cldis_jax import train  # pylint: disable=g-import-not-at-top
     train.train_and_evaluate(config, FLAGS.workdir)
+  elif FLAGS.mode == "evaluate":
+    if not FLAGS.workdir:
+      raise app.UsageError("--mode=evaluate needs --workdir (the trained run)")
+    from cldis_jax import evaluate  # pylint: disable=g-import-not-at-top
+    print(evaluate.format_table(evaluate.run(config, FLAGS.workdir)))
   elif FLAGS.mode == "summary":
     from cldis_jax import summary  # pylint: disable=g-import-not-at-top
     print(summary.parameter_table(config.model, FLAGS.summary_depth))

@@ -73,6 +73,39 @@ def traverse_vae(models, params, x0, values):
   return decoded_image(logits).reshape((d, n) + x0.shape[1:])
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def diffae_traversals(models, process: diffusion.Diffusion, params, x0, directions, strengths):
+  """Sources x0 (N, H, W, C); z_sem directions (K, z_dim); strengths (K, F)
+  -> (N, K, F, H, W, C) in [-1, 1]: z_sem + strength * direction decoded by
+  DDIM from each source's inverted x_T (strength 0 reconstructs the source)."""
+  dparams = params["diffae"]
+  z_sem = models.diffae.apply({"params": dparams}, x0, method="encode")
+  x_T = process.ddim_invert(_eps_fn(models.diffae, dparams, z_sem), x0)
+  k, f = strengths.shape
+
+  def one_source(args):
+    z, x = args
+    zs = (z[None, None, :] + strengths[..., None] * directions[:, None, :]).reshape(k * f, -1)
+    frames = process.ddim_sample(_eps_fn(models.diffae, dparams, zs),
+                                 jnp.broadcast_to(x, (k * f,) + x.shape))
+    return frames.reshape((k, f) + x.shape)
+
+  return jax.lax.map(one_source, (z_sem, x_T))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def vae_traversals(models, params, x0, strengths):
+  """Sources x0 (N, H, W, C), strengths (d_v, F) along each axis of the VAE
+  mean -> (N, d_v, F, H, W, C) in [-1, 1]."""
+  vparams = {"params": params["vae"]}
+  mu, _ = models.vae.apply(vparams, x0, method="encode")
+  d, f = strengths.shape
+  z = (mu[:, None, None, :] + strengths[None, :, :, None]
+       * jnp.eye(d, dtype=mu.dtype)[None, :, None, :])
+  logits = models.vae.apply(vparams, z.reshape(-1, d), method="decode")
+  return decoded_image(logits).reshape((x0.shape[0], d, f) + x0.shape[1:])
+
+
 @functools.lru_cache(maxsize=8)
 def sampling_process(beta_schedule: str, num_timesteps: int, steps: int) -> diffusion.Diffusion:
   """The respaced DDIM process, one object per setting (jitted samplers take it

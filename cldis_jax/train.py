@@ -30,7 +30,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from cldis_jax import (checkpoint, config_lib, data, models as models_lib, objective,
+from cldis_jax import (checkpoint, config_lib, data, evaluate, models as models_lib, objective,
                        parallel, samples, train_step, writer as writer_lib)
 
 
@@ -153,6 +153,18 @@ def _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train,
       samples.save_grids(workdir, step, grid, config.model.image_size)
     writer.write_images(step, grid)
 
+  def write_evaluation(step):
+    if jax.process_count() > 1:  # the evaluators read and encode on one host
+      logging.warning("evaluate.every is ignored with %d processes; run --mode=evaluate "
+                      "on the checkpoint instead", jax.process_count())
+      return
+    summary = evaluate.evaluate_params(config, models, jax.device_get(state.ema_params),
+                                       source, os.path.join(workdir, "eval", str(step)),
+                                       step, writer)
+    evaluation.update(step=step, **evaluate.headline(summary))
+
+  evaluation = {}
+  eval_every = config.evaluate.every
   save_every = config.train.checkpoint_every
   window, scalars, pending, status, first_step_s = [], {}, None, "completed", None
   t_start = t_log = time.perf_counter()
@@ -173,7 +185,8 @@ def _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train,
     log_due = done % config.train.log_every == 0 or done == num_steps
     save_due = bool(save_every) and done % save_every == 0
     sample_due = bool(config.samples.every) and done % config.samples.every == 0
-    if log_due or save_due or sample_due or preempted:
+    eval_due = bool(eval_every) and done % eval_every == 0
+    if log_due or save_due or sample_due or eval_due or preempted:
       _check_finite(*pending, last_saved)  # never save or log a bad step
     if log_due:
       now = time.perf_counter()
@@ -188,6 +201,8 @@ def _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train,
       last_saved = done
     if sample_due:
       write_samples(done)
+    if eval_due:
+      write_evaluation(done)
     if preempted:
       status = "preempted"
       logging.warning("stopped by preemption at step %d; checkpoint saved", done)
@@ -201,6 +216,8 @@ def _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train,
   if status == "completed" and config.samples.every and not (
       done > start and done % config.samples.every == 0):
     write_samples(done)
+  if status == "completed" and eval_every and not (done > start and done % eval_every == 0):
+    write_evaluation(done)
   ckpt.wait()
   elapsed = time.perf_counter() - t_start
   metrics = dict(
@@ -209,6 +226,8 @@ def _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train,
       train=_mean_aux(window) if window else scalars,
       controller={k: float(v) for k, v in state.controller._asdict().items()},
       checkpoint=os.path.join(ckpt.directory, str(last_saved)))
+  if evaluation:
+    metrics["evaluation"] = evaluation
   if lead and status == "completed":
     with open(metrics_path, "w") as f:
       json.dump(metrics, f, indent=2)

@@ -18,4 +18,8 @@ def get_config(arg=None):
   config.model.vae.update(dict(hidden_channels=8, hidden_dim=32))
   config.train.batch_size = 4
   config.train.num_steps = 10
+  config.evaluate.update(dict(  # tiny samples: exercises every metric, not comparable
+      num_train=200, num_test=100, num_variance_estimate=200, group_batch_size=8,
+      reference_images=64, encode_batch=32))
+  config.evaluate.ctd.update(dict(num_sources=2, steps=2, levels=2, iterations=20))
   return config

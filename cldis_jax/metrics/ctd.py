@@ -38,6 +38,10 @@ from cldis_jax.metrics import flow
 
 NUM_CHANNELS = 7
 _SWAP = np.array([1, 0, 3, 2, 4, 5, 6])  # exchanges the + and - motion channels
+# CTD is thousands of small Jacobi iterations: its run time depends on XLA's
+# backend optimisation (20x slower at -O0, which the test suite sets for fast
+# model compiles), so its jitted functions ask for full optimisation.
+_JIT = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 3})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +111,7 @@ def step_features(a, b, orientation, p: CTDParams):
   return features, u_acc
 
 
-@functools.partial(jax.jit, static_argnums=2)
+@functools.partial(_JIT, static_argnums=2)
 def _null_features(a, b, p: CTDParams):
   return jax.vmap(lambda x, y: step_features(x, y, 1.0, p)[0])(a, b)
 
@@ -165,7 +169,7 @@ def _ratio(x, y):
   return jnp.minimum(x, y) / jnp.maximum(jnp.maximum(x, y), 1e-12)
 
 
-@functools.partial(jax.jit, static_argnums=1)
+@functools.partial(_JIT, static_argnums=1)
 def scores_from_fields(fields, p: CTDParams):
   """fields [N, K, H, W, 7] -> per-direction C, X, P, S, active, and CTD."""
   n, k, h, w, _ = fields.shape
@@ -212,7 +216,7 @@ def scores_from_fields(fields, p: CTDParams):
               energy=energy.mean(0))
 
 
-@functools.partial(jax.jit, static_argnums=2)
+@functools.partial(_JIT, static_argnums=2)
 def change_fields(traversals, floor, p: CTDParams):
   """[N, K, 2S+1, H, W, 3] -> [N, K, H, W, 7] (vmapped over sources, directions)."""
   return jax.vmap(jax.vmap(lambda t: change_field(t, floor, p)))(traversals)

@@ -1,0 +1,239 @@
+"""Evaluation: every metric the dataset supports, for every representation.
+
+`evaluate_params(config, models, params, source, out_dir, step)` is what both
+`--mode=evaluate` (`run(config, workdir)`, on the latest checkpoint's EMA
+weights) and the training loop (every `evaluate.every` steps) call. It writes
+`<out_dir>/metrics.json`, a readable `metrics.txt` table and one traversal
+grid per representation, and returns the results.
+
+- Supervised metrics (sources with ground-truth factors): disentanglement_lib's
+  protocol, each metric from its own RandomState(0), observations are row
+  indices into the encoded data set (`cldis_jax.metrics.protocol`).
+- TAD (sources with binary attributes, e.g. CelebA): one random batch of
+  `evaluate.tad.num_images`, in each variant listed (`metrics.tad`).
+- CTD (any source): traversals decoded from `evaluate.ctd.num_sources` real
+  images along each direction of the representation, out to
+  +-range_sigma std of that coordinate (`metrics.ctd`).
+"""
+
+import json
+import os
+
+from absl import logging
+import jax
+import numpy as np
+
+from cldis_jax import (checkpoint, codes as codes_lib, config_lib, data, grids,
+                       models as models_lib, parallel, samples, train_step)
+from cldis_jax.metrics import (beta_vae, ctd, dci, factor_vae, mig, modularity, protocol,
+                               sap, tad)
+from cldis_jax.models.heads import mu_directions
+
+SUPERVISED = ("factor_vae", "beta_vae", "mig", "dci", "sap", "modularity")
+METRICS = SUPERVISED + ("tad", "ctd")
+
+
+def _supervised(name, ground_truth, representation, e):
+  """One library metric from a fresh RandomState(0), at the config's sizes."""
+  rs = np.random.RandomState(0)
+  if name == "factor_vae":
+    return factor_vae.compute_factor_vae(
+        ground_truth, representation, rs, batch_size=e.group_batch_size,
+        num_train=e.num_train, num_eval=e.num_test,
+        num_variance_estimate=e.num_variance_estimate, prune_threshold=e.prune_threshold)
+  if name == "beta_vae":
+    return beta_vae.compute_beta_vae(ground_truth, representation, rs,
+                                     batch_size=e.group_batch_size, num_train=e.num_train,
+                                     num_eval=e.num_test, solver=e.logistic_solver)
+  sizes = dict(num_train=e.num_train, batch_size=e.code_batch_size)
+  if name == "mig":
+    return mig.compute_mig(ground_truth, representation, rs, num_bins=e.num_bins, **sizes)
+  if name == "dci":
+    return dci.compute_dci(ground_truth, representation, rs, num_test=e.num_test, **sizes)
+  if name == "sap":
+    return sap.compute_sap(ground_truth, representation, rs, num_test=e.num_test,
+                           dual=e.svm_dual, **sizes)
+  if name == "modularity":
+    return modularity.compute_modularity_explicitness(
+        ground_truth, representation, rs, num_test=e.num_test, num_bins=e.num_bins,
+        solver=e.logistic_solver, **sizes)
+  raise ValueError(f"unknown metric {name!r}; valid: {', '.join(METRICS)}")
+
+
+def _has_attributes(source) -> bool:
+  return "attributes" in source[0]
+
+
+def _tad(table, source, rep, t) -> dict:
+  rows = np.sort(np.random.RandomState(0).choice(
+      len(source), min(t.num_images, len(source)), replace=False))
+  labels = np.stack([source[int(i)]["attributes"] for i in rows]).astype(np.int64)
+  if labels.min() < 0:  # CelebA stores -1 / 1
+    labels = (labels + 1) // 2
+  names = getattr(source, "attribute_names", ())
+  codes = table.representation(rep)(rows)
+  return {variant: tad.tad(codes, labels, variant=variant, names=names,
+                           auroc_threshold=t.auroc_threshold,
+                           entropy_threshold=t.entropy_threshold, range_min=t.range_min)
+          for variant in t.variants}
+
+
+def _traversal_frames(models, config, params, table, rep, x0):
+  """[N, K, 2S+1, H, W, C] in [-1, 1] along each direction of `rep`."""
+  c = config.evaluate.ctd
+  unit = np.linspace(-1.0, 1.0, 2 * c.steps + 1, dtype=np.float32)
+  strengths = c.range_sigma * table.scale(rep)[:, None] * unit[None, :]
+  if rep == "vae_mu":
+    return samples.vae_traversals(models, params, x0, strengths)
+  directions = (mu_directions(params["head"]) if rep == "mu_s"
+                else np.asarray(table.pca_components, np.float32))
+  d = config.diffusion
+  process = samples.sampling_process(d.beta_schedule, d.num_timesteps, d.sample_steps)
+  return samples.diffae_traversals(models, process, params, x0, directions, strengths)
+
+
+def _ctd(models, config, params, table, source, rep, out_dir):
+  c = config.evaluate.ctd
+  rows = table.reference[:c.num_sources]
+  x0 = data.to_model_range(source.__getitems__(rows)["image"])
+  frames = np.asarray(_traversal_frames(models, config, params, table, rep, x0))
+  grid = samples.to_uint8(frames[0])
+  path = grids.save_png(os.path.join(out_dir, f"traverse_{rep}.png"), grids.tile(grid),
+                        max(1, 64 // config.model.image_size))
+  unit = (np.clip(frames, -1.0, 1.0) + 1.0) / 2.0
+  if unit.shape[-1] == 1:
+    unit = np.repeat(unit, 3, axis=-1)
+  params_ctd = ctd.CTDParams(**{k: v for k, v in c.items()
+                                if k not in ("num_sources", "steps", "range_sigma")})
+  result = ctd.ctd(unit, None, params_ctd)  # deterministic decoders: the minimum floor
+  result["grid"] = path
+  return result
+
+
+def evaluate_params(config, models, params, source, out_dir: str, step: int,
+                    writer=None) -> dict:
+  """Evaluates EMA `params` on `source`; writes metrics.json, metrics.txt and
+  traversal PNGs into `out_dir`; returns the results."""
+  e = config.evaluate
+  unknown = [m for m in e.metrics if m not in METRICS]
+  if unknown:
+    raise ValueError(f"evaluate.metrics has unknown {unknown}; valid: {', '.join(METRICS)}")
+  for rep in e.representations:
+    if rep not in codes_lib.REPRESENTATIONS:
+      raise ValueError(f"evaluate.representations has {rep!r}; valid: "
+                       f"{', '.join(codes_lib.REPRESENTATIONS)}")
+  os.makedirs(out_dir, exist_ok=True)
+  table = codes_lib.CodeTable(source, models, params, batch_size=e.encode_batch,
+                              reference_images=e.reference_images, seed=config.seed)
+  if e.encode_all:
+    table.encode_all()
+  ground_truth = protocol.GroundTruth.of(source) if source.factor_space else None
+  attributes = _has_attributes(source)
+  skipped = {}
+  for m in e.metrics:
+    if m in SUPERVISED and ground_truth is None:
+      skipped[m] = f"{source.name} has no ground-truth factors"
+    if m == "tad" and not attributes:
+      skipped[m] = f"{source.name} has no binary attributes"
+
+  results = {}
+  for rep in e.representations:
+    results[rep] = {}
+    for m in e.metrics:
+      if m in skipped:
+        continue
+      logging.info("evaluating %s on %s", m, rep)
+      if m in SUPERVISED:
+        results[rep][m] = _supervised(m, ground_truth, table.representation(rep), e)
+      elif m == "tad":
+        results[rep][m] = _tad(table, source, rep, e.tad)
+      else:
+        results[rep][m] = _ctd(models, config, params, table, source, rep, out_dir)
+
+  summary = dict(
+      step=step, dataset=source.name, num_images=len(source),
+      factors=list(ground_truth.latent_names) if ground_truth else None,
+      images_encoded=table.encoded_images, encode_seconds=table.encode_seconds,
+      protocol={k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in e.to_dict().items() if k not in ("tad", "ctd")},
+      skipped=skipped, results=_jsonable(results))
+  with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  text = format_table(summary)
+  with open(os.path.join(out_dir, "metrics.txt"), "w") as f:
+    f.write(text + "\n")
+  if writer is not None:
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in headline(summary).items()})
+  return summary
+
+
+def _jsonable(tree):
+  if isinstance(tree, dict):
+    return {k: _jsonable(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [_jsonable(v) for v in tree]
+  if isinstance(tree, (np.generic, np.ndarray)):
+    return tree.tolist()
+  return tree
+
+
+HEADLINE = (("factor_vae", "eval_accuracy", "FactorVAE"), ("beta_vae", "eval_accuracy", "beta-VAE"),
+            ("mig", "discrete_mig", "MIG"), ("dci", "disentanglement", "DCI-D"),
+            ("dci", "completeness", "DCI-C"), ("dci", "informativeness_test", "DCI-I"),
+            ("sap", "SAP_score", "SAP"), ("modularity", "modularity_score", "modularity"),
+            ("modularity", "explicitness_score_test", "explicitness"),
+            ("ctd", "ctd", "CTD"), ("ctd", "active_fraction", "CTD active"))
+
+
+def headline(summary) -> dict[str, float]:
+  """The numbers a paper table quotes, as `<representation>/<name>`."""
+  out = {}
+  for rep, res in summary["results"].items():
+    for metric, key, label in HEADLINE:
+      if metric in res:
+        out[f"{rep}/{label}"] = float(res[metric][key])
+    for variant, t in res.get("tad", {}).items():
+      out[f"{rep}/TAD ({variant})"] = float(t["tad"])
+      out[f"{rep}/TAD attrs ({variant})"] = float(t["num_attributes"])
+  return out
+
+
+def format_table(summary) -> str:
+  """Metrics as rows, representations as columns."""
+  numbers = headline(summary)
+  reps = list(summary["results"])
+  labels = list(dict.fromkeys(k.split("/", 1)[1] for k in numbers))
+  width = max([len(l) for l in labels] + [6])
+  lines = [f"{summary['dataset']} at step {summary['step']} "
+           f"({summary['images_encoded']} images encoded)",
+           " " * width + "".join(f"{r:>12}" for r in reps)]
+  for label in labels:
+    cells = [numbers.get(f"{r}/{label}") for r in reps]
+    lines.append(f"{label:<{width}}" + "".join(
+        f"{v:>12.4f}" if v is not None else f"{'-':>12}" for v in cells))
+  for m, why in summary["skipped"].items():
+    lines.append(f"{m}: skipped ({why})")
+  return "\n".join(lines)
+
+
+def run(config, workdir: str) -> dict:
+  """`--mode=evaluate`: the latest checkpoint in `workdir`, EMA weights."""
+  config_lib.check_config(config)
+  ckpt = checkpoint.Checkpoints(workdir, async_save=False)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {ckpt.directory}: train first "
+                              f"(python -m cldis_jax.main --config ... --workdir {workdir})")
+    models = models_lib.build_models(config.model)
+    mesh = parallel.data_mesh()
+    state = ckpt.restore(train_step.abstract_state(config, models, mesh), step)
+  finally:
+    ckpt.close()
+  source = data.build_source(config.data, image_size=config.model.image_size,
+                             channels=config.model.in_channels)
+  out_dir = os.path.join(workdir, "eval", str(step))
+  summary = evaluate_params(config, models, jax.device_get(state.ema_params), source,
+                            out_dir, step)
+  logging.info("wrote %s/metrics.json", out_dir)
+  return summary
