@@ -1,0 +1,127 @@
+"""`--mode=evaluate` and the training hook on a configs/test.py checkpoint."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from cldis_jax import checkpoint, codes, config_lib, evaluate, train
+from cldis_jax.data import shapes3d
+from cldis_jax.data.source import FactorSpace, Source
+from conftest import REPO, config_path, subprocess_env
+
+
+class HueGrid(Source):
+  """A small real ground-truth source: Shapes3D scenes where only the floor
+  and object hues vary (everything else fixed), with two binary attributes."""
+  name = "hue_grid"
+  factor_space = FactorSpace(("floor_hue", "object_hue"), (10, 10))
+
+  def __init__(self, resolution=16):
+    self.image_shape = (resolution, resolution, 3)
+    self.layers = shapes3d.render_layers(np.array([[3, 0, 7]]), resolution)
+
+  def __len__(self):
+    return 100
+
+  def __getitem__(self, index):
+    f = self.factor_space.factors_of(index)
+    image = shapes3d.compose(self.layers, np.array([f[0], 0, f[1], 3, 0, 7]))[0]
+    return {"image": image, "factors": f, "attributes": (f >= 5).astype(np.int8)}
+
+
+def _config(**evaluate):
+  config = config_lib.load_config(config_path("test.py"))
+  config.train.update(num_steps=6, log_every=3, checkpoint_every=3)
+  config.samples.every = 0
+  config.evaluate.update(every=3, **evaluate)
+  return config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("eval"))
+  config = _config()
+  metrics = train.train_and_evaluate(config, workdir)
+  return dict(workdir=workdir, config=config, metrics=metrics)
+
+
+def _numbers(tree):
+  if isinstance(tree, dict):
+    return [x for v in tree.values() for x in _numbers(v)]
+  if isinstance(tree, list):
+    return [x for v in tree for x in _numbers(v)]
+  return [tree] if isinstance(tree, (int, float)) and not isinstance(tree, bool) else []
+
+
+def test_training_evaluates_periodically_with_every_field_filled(run):
+  workdir = run["workdir"]
+  assert sorted(os.listdir(os.path.join(workdir, "eval"))) == ["3", "6"]
+  summary = json.load(open(os.path.join(workdir, "eval", "6", "metrics.json")))
+  assert summary["step"] == 6 and summary["factors"] == list(shapes3d.FACTORS.names)
+  assert summary["skipped"] == {"tad": "procedural/shapes3d has no binary attributes"}
+  assert list(summary["results"]) == list(codes.REPRESENTATIONS)
+  for rep, results in summary["results"].items():
+    assert sorted(results) == sorted(evaluate.SUPERVISED + ("ctd",)), rep
+    values = _numbers(results)
+    assert values and all(math.isfinite(v) for v in values), rep
+  assert {"eval_accuracy", "train_accuracy", "num_active"} <= set(
+      summary["results"]["vae_mu"]["factor_vae"])
+  assert {"disentanglement", "completeness", "informativeness_test"} <= set(
+      summary["results"]["mu_s"]["dci"])
+  ctd = summary["results"]["mu_s"]["ctd"]
+  assert len(ctd["per_direction"]) == run["config"].model.latent_dim
+  with Image.open(ctd["grid"]) as im:  # 4 directions x 5 frames of 16 px, 4x enlarged
+    assert im.size == ((5 * 18 + 2) * 4, (4 * 18 + 2) * 4)
+  table = open(os.path.join(workdir, "eval", "6", "metrics.txt")).read()
+  assert "FactorVAE" in table and "DCI-D" in table and "z_sem_pca" in table
+  assert run["metrics"]["evaluation"]["step"] == 6
+  assert "mu_s/MIG" in run["metrics"]["evaluation"]
+
+
+def test_evaluate_mode_reproduces_the_training_hook_numbers(run):
+  workdir = run["workdir"]
+  hooked = json.load(open(os.path.join(workdir, "eval", "6", "metrics.json")))
+  os.remove(os.path.join(workdir, "eval", "6", "metrics.json"))
+  result = subprocess.run(
+      [sys.executable, "-m", "cldis_jax.main", "--config", config_path("test.py"),
+       "--config.train.num_steps=6", f"--workdir={workdir}", "--mode=evaluate"],
+      capture_output=True, text=True, cwd=REPO, env=subprocess_env(), check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "FactorVAE" in result.stdout and "mu_s" in result.stdout
+  again = json.load(open(os.path.join(workdir, "eval", "6", "metrics.json")))
+  assert again["results"] == hooked["results"]
+
+
+def test_evaluate_without_a_checkpoint_says_how_to_get_one(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no checkpoint in .*train first"):
+    evaluate.run(_config(), str(tmp_path))
+
+
+def test_lazy_encoding_equals_encoding_everything_and_tad_runs(run, tmp_path):
+  config = _config(reference_images=20, num_train=100, num_test=50,
+                   num_variance_estimate=100, metrics=("factor_vae", "mig", "tad"))
+  config.evaluate.tad.update(num_images=100, variants=("grid11", "grid101", "exact"))
+  state = checkpoint.Checkpoints(run["workdir"]).manager.restore(6)["state"]
+  params = jax.tree.map(np.asarray, state["ema_params"])
+  models = train.models_lib.build_models(config.model)
+  lazy = evaluate.evaluate_params(config, models, params, HueGrid(), str(tmp_path / "a"), 6)
+  config.evaluate.encode_all = True
+  full = evaluate.evaluate_params(config, models, params, HueGrid(), str(tmp_path / "b"), 6)
+  assert full["images_encoded"] == 100
+  assert lazy["results"] == full["results"]
+  tad = lazy["results"]["vae_mu"]["tad"]
+  assert sorted(tad) == ["exact", "grid101", "grid11"]
+  assert tad["exact"]["variant"] == "exact" and tad["exact"]["num_images"] == 100
+
+
+def test_unknown_metric_names_the_valid_ones(run, tmp_path):
+  config = _config(metrics=("mig", "fid"))
+  with pytest.raises(ValueError, match=r"unknown \['fid'\]; valid: factor_vae"):
+    evaluate.evaluate_params(config, None, None, HueGrid(), str(tmp_path), 0)
