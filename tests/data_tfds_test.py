@@ -54,7 +54,7 @@ def test_celeb_a_gives_40_attributes_and_the_standard_crop(mock_tfds, tmp_path, 
   example = source[0]
   assert example["image"].shape == (size, size, 3)
   assert example["attributes"].shape == (40,) and set(example["attributes"]) <= {0, 1}
-  assert len(CELEBA_ATTRIBUTES) == 40
+  assert len(CELEBA_ATTRIBUTES) == 40 and source.attribute_names == CELEBA_ATTRIBUTES
   with pytest.raises(TypeError, match="no ground-truth factors"):
     source.index_of([0])
 

@@ -97,6 +97,7 @@ class TfdsSource(Source):
     check_channels(self.name, self.spec.channels if channels is None else channels,
                    (self.spec.channels,))
     self.image_shape = (resolution, resolution, self.spec.channels)
+    self.attribute_names = CELEBA_ATTRIBUTES if name == "celeb_a" else ()
     if self.spec.factors:
       self.factor_space = FactorSpace(tuple(f[0] for f in self.spec.factors),
                                       tuple(f[2] for f in self.spec.factors))

@@ -16,8 +16,6 @@ count.
 
 import numpy as np
 
-from cldis_jax.metrics import protocol
-
 
 def prune_dims(variances: np.ndarray, threshold: float = 0.05) -> np.ndarray:
   """Active codes: global std >= threshold."""
