@@ -219,6 +219,9 @@ def format_table(summary) -> str:
 def run(config, workdir: str) -> dict:
   """`--mode=evaluate`: the latest checkpoint in `workdir`, EMA weights."""
   config_lib.check_config(config)
+  if jax.process_count() > 1:
+    raise RuntimeError("--mode=evaluate reads and encodes on one host: run it as a single "
+                       "process (without --distributed) on the trained workdir")
   ckpt = checkpoint.Checkpoints(workdir, async_save=False)
   try:
     step = ckpt.latest_step()
