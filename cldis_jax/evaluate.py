@@ -103,9 +103,7 @@ def _ctd(models, config, params, table, source, rep, out_dir):
   unit = (np.clip(frames, -1.0, 1.0) + 1.0) / 2.0
   if unit.shape[-1] == 1:
     unit = np.repeat(unit, 3, axis=-1)
-  params_ctd = ctd.CTDParams(**{k: v for k, v in c.items()
-                                if k not in ("num_sources", "steps", "range_sigma")})
-  result = ctd.ctd(unit, None, params_ctd)  # deterministic decoders: the minimum floor
+  result = ctd.ctd(unit, None, ctd.CTDParams.from_config(c))  # deterministic decoders: the minimum floor
   result["grid"] = path
   return result
 

@@ -87,3 +87,8 @@ def test_bad_traversals_are_named():
     ctd.ctd(np.zeros((1, 1, 5, 32, 32, 3)))
   with pytest.raises(ValueError, match="do not halve"):
     ctd.ctd(np.zeros((2, 1, 5, 30, 30, 3)))
+
+
+def test_config_defaults_are_the_notes_settings():
+  from cldis_jax import config_lib  # pylint: disable=g-import-not-at-top
+  assert ctd.CTDParams.from_config(config_lib.base_config().evaluate.ctd) == ctd.CTDParams()

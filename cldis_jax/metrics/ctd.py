@@ -65,7 +65,10 @@ class CTDParams:
 
   @classmethod
   def from_config(cls, config) -> "CTDParams":
-    return cls(**dict(config))
+    """From `config.evaluate.ctd`, whose traversal settings (num_sources, steps,
+    range_sigma) belong to the evaluator, not to the score."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in dict(config).items() if k in fields})
 
 
 def ycbcr(rgb):
@@ -78,7 +81,7 @@ def ycbcr(rgb):
 def _box(image, size: int = 3, mean: bool = True):
   """size x size box filter of an [H, W] map, edges replicated."""
   k = np.ones((size, size), np.float32) / (size * size if mean else 1.0)
-  return flow._conv_same(image, k)  # pylint: disable=protected-access
+  return flow.conv_same(image, k)
 
 
 def _per_channel(fn, image):

@@ -16,7 +16,7 @@ import numpy as np
 _STENCIL = np.array([[1, 2, 1], [2, 0, 2], [1, 2, 1]], np.float32) / 12.0
 
 
-def _conv_same(image, kernel):
+def conv_same(image, kernel):
   """2-D correlation of an [H, W] image with an odd kernel, edges replicated."""
   ky, kx = kernel.shape
   padded = jnp.pad(image, ((ky // 2, ky // 2), (kx // 2, kx // 2)), mode="edge")
@@ -29,7 +29,7 @@ def gaussian_blur(image, sigma: float = 1.0):
   radius = int(np.ceil(2 * sigma))
   taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma)**2)
   taps = (taps / taps.sum()).astype(np.float32)
-  return _conv_same(_conv_same(image, taps[None, :]), taps[:, None])
+  return conv_same(conv_same(image, taps[None, :]), taps[:, None])
 
 
 def downsample(image):
@@ -53,8 +53,8 @@ def warp(image, flow):
 
 
 def _gradients(image):
-  gx = _conv_same(image, np.array([[-0.5, 0.0, 0.5]], np.float32))
-  gy = _conv_same(image, np.array([[-0.5], [0.0], [0.5]], np.float32))
+  gx = conv_same(image, np.array([[-0.5, 0.0, 0.5]], np.float32))
+  gy = conv_same(image, np.array([[-0.5], [0.0], [0.5]], np.float32))
   return gx, gy
 
 
@@ -67,7 +67,7 @@ def _refine(ya, yb, flow, alpha: float, iterations: int):
   denom = alpha**2 + ix**2 + iy**2
 
   def jacobi(_, w):
-    mx, my = _conv_same(w[..., 0], _STENCIL), _conv_same(w[..., 1], _STENCIL)
+    mx, my = conv_same(w[..., 0], _STENCIL), conv_same(w[..., 1], _STENCIL)
     r = (it + ix * (mx - flow[..., 0]) + iy * (my - flow[..., 1])) / denom
     return jnp.stack([mx - ix * r, my - iy * r], axis=-1)
 
