@@ -11,6 +11,8 @@ images, 40 attributes, --tad_latents latents. CTD: --ctd_sources x 5
 directions x (2 * --ctd_steps + 1) frames at --ctd_resolution, rendered by
 the procedural scene (rendering not timed). `encode`: images/s of the code
 table (reading + encoding) for --config with random weights.
+`--parts=ctd_validation` prints CTD under the validation conditions of
+reference/cldis_method_notes.md 4.6 (32 px, 8 sources, 6 steps a side).
 """
 
 import time
@@ -28,7 +30,8 @@ from cldis_jax.metrics import (beta_vae, ctd, ctd_validation, dci, factor_vae, m
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/quickstart.py", "For the encode part.")
 flags.DEFINE_list("parts", ["factor_vae", "beta_vae", "mig", "sap", "modularity", "dci",
-                            "tad", "ctd", "encode"], "What to time.")
+                            "tad", "ctd", "encode"],
+                  "What to run; also ctd_validation: the CTD validation table.")
 flags.DEFINE_integer("tad_latents", 512, "Latents for TAD (EncDiff flattens tokens).")
 flags.DEFINE_integer("ctd_sources", 16, "CTD sources.")
 flags.DEFINE_integer("ctd_steps", 6, "CTD frames per side.")
@@ -52,6 +55,27 @@ def _ground_truth_table():
   rotation, _ = np.linalg.qr(rng.randn(10, 10))
   gt = protocol.GroundTruth(space.sizes, space.index_of, space.names)
   return gt, protocol.table_representation((codes_ @ rotation).astype(np.float32))
+
+
+def _ctd_validation():
+  """The notes' validation conditions (cldis_method_notes.md 4.6) at 32 px."""
+  eye = np.eye(5)
+  mixed = lambda theta: ctd_validation.rotation(theta).T
+  conditions = [("ground truth", eye, {}), *[(f"rotated theta={t:.2f}", mixed(t), {})
+                                           for t in (0.2, 0.5, 1.0, np.pi / 2)],
+                ("ground truth + brightness leak 0.4", eye, dict(brightness_leak=0.4)),
+                ("ground truth + duplicate -e_2", np.concatenate([eye, -eye[2:3]]), {}),
+                *[(f"{name}, noise {n}, calibrated floor", d, dict(noise=n))
+                  for n in (0.01, 0.03) for name, d in (("ground truth", eye),
+                                                        ("rotated pi/2", mixed(np.pi / 2)))]]
+  for name, directions, kw in conditions:
+    frames = ctd_validation.traversals(directions, num_sources=8, steps=6, resolution=32, **kw)
+    floor = (ctd.noise_floor(*ctd_validation.null_pairs(16, 32, kw["noise"]))
+             if "noise" in kw else None)
+    out = ctd.ctd(frames, floor)
+    print(f"  {name:44s} CTD {out['ctd']:.3f}  C {np.mean(out['consistency']):.3f}  "
+          f"X {np.mean(out['exclusivity']):.3f}  P {np.mean(out['preservation']):.3f}  "
+          f"X_k {np.round(out['exclusivity'], 2).tolist()}", flush=True)
 
 
 def main(argv):
@@ -91,6 +115,8 @@ def main(argv):
     flows = frames.shape[0] * frames.shape[1] * (frames.shape[2] - 1)
     print(f"ctd          {again:8.2f} s   ({first:.1f} s with compilation; {flows} flows "
           f"at {FLAGS.ctd_resolution}px; CTD {out['ctd']:.3f} on ground-truth directions)")
+  if "ctd_validation" in parts:
+    _ctd_validation()
   if "encode" in parts:
     config = FLAGS.config
     models = models_lib.build_models(config.model)
