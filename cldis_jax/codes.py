@@ -88,7 +88,7 @@ class CodeTable:
         self.codes["z_sem_pca"][chunk] = self._project(out["z_sem"])
       self.have[chunk] = True
       now = time.perf_counter()
-      if now - last_log > 10 or i + self.batch_size >= len(rows) and len(rows) > 4096:
+      if now - last_log > 10 or (i + self.batch_size >= len(rows) and len(rows) > 4096):
         done = min(i + self.batch_size, len(rows))
         logging.info("encoded %d/%d images (%.0f img/s)", done, len(rows),
                      done / (now - start))

@@ -45,32 +45,22 @@ def reconstruct(models, process: diffusion.Diffusion, params, x0):
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def traverse_mu_s(models, process: diffusion.Diffusion, params, x0, values):
-  """x0 (1, H, W, C), values (n,) -> (latent_dim, n, H, W, C) images in [-1, 1]."""
-  dparams = params["diffae"]
-  z_sem = models.diffae.apply({"params": dparams}, x0, method="encode")
-  x_T = process.ddim_invert(_eps_fn(models.diffae, dparams, z_sem), x0)
+  """x0 (1, H, W, C), values (n,) -> (latent_dim, n, H, W, C) images in [-1, 1]:
+  axis j of mu_s set to each value (a `diffae_traversals` from the source's own
+  mu_s along the head's pseudo-inverse rows)."""
+  z_sem = models.diffae.apply({"params": params["diffae"]}, x0, method="encode")
   mu_s, _ = models.head.apply({"params": params["head"]}, z_sem)
-  directions = mu_directions(params["head"])
-  n = values.shape[0]
-
-  def axis(j):
-    z = z_sem + (values - mu_s[0, j])[:, None] * directions[j][None, :]
-    x = jnp.broadcast_to(x_T, (n,) + x_T.shape[1:])
-    return process.ddim_sample(_eps_fn(models.diffae, dparams, z), x)
-
-  return jax.lax.map(axis, jnp.arange(directions.shape[0]))
+  strengths = values[None, :] - mu_s[0][:, None]
+  return diffae_traversals(models, process, params, x0, mu_directions(params["head"]),
+                           strengths)[0]
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def traverse_vae(models, params, x0, values):
-  """x0 (1, H, W, C), values (n,) -> (latent_dim, n, H, W, C) images in [-1, 1]."""
-  vparams = {"params": params["vae"]}
-  mu, _ = models.vae.apply(vparams, x0, method="encode")
-  d, n = mu.shape[1], values.shape[0]
-  z = jnp.broadcast_to(mu[:, None, :], (d, n, d))
-  z = jnp.where(jnp.eye(d, dtype=bool)[:, None, :], values[None, :, None], z)
-  logits = models.vae.apply(vparams, z.reshape(d * n, d), method="decode")
-  return decoded_image(logits).reshape((d, n) + x0.shape[1:])
+  """x0 (1, H, W, C), values (n,) -> (latent_dim, n, H, W, C) images in [-1, 1]:
+  axis j of the VAE mean set to each value."""
+  mu, _ = models.vae.apply({"params": params["vae"]}, x0, method="encode")
+  return vae_traversals(models, params, x0, values[None, :] - mu[0][:, None])[0]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
