@@ -1,5 +1,6 @@
-"""Checkpoints: an orbax `CheckpointManager` holding the train state and the
-config it was trained with, under `<workdir>/checkpoints/<step>/`.
+"""Checkpoints: an orbax `CheckpointManager` holding a state and the config it
+was trained with, under `<workdir>/checkpoints/<step>/` (training) or
+`<workdir>/navigation/checkpoints/<step>/` (navigation).
 
 Saves are asynchronous and atomic (orbax writes `<step>.orbax-checkpoint-tmp`
 and renames it when complete), so a run killed mid-save leaves the previous
@@ -12,7 +13,7 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
-from cldis_jax import config_lib
+from cldis_jax import config_lib, models as models_lib, parallel, train_step
 
 
 class CheckpointMismatchError(ValueError):
@@ -25,10 +26,11 @@ def _key_name(path) -> str:
 
 
 class Checkpoints:
-  """Keep-last-K checkpoints of {state, config} in `<workdir>/checkpoints`."""
+  """Keep-last-K checkpoints of {state, config} in `<workdir>/<subdir>`."""
 
-  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
+               subdir: str = "checkpoints"):
+    self.directory = os.path.join(os.path.abspath(workdir), subdir)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=dict(
@@ -79,3 +81,31 @@ class Checkpoints:
 
   def close(self):
     self.manager.close()
+
+
+def restore_ema(config, workdir: str, step: int | None = None):
+  """(step, models, EMA parameters on the host) of a trained workdir's latest
+  (or given) training checkpoint, for the programs that use a trained model:
+  evaluation, navigation, editing and `cldis_jax.api`."""
+  ckpt = Checkpoints(workdir, async_save=False)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {ckpt.directory}: train first "
+                              f"(python -m cldis_jax.main --config ... --workdir {workdir})")
+    models = models_lib.build_models(config.model)
+    state = ckpt.restore(train_step.abstract_state(config, models, parallel.data_mesh()), step)
+  finally:
+    ckpt.close()
+  return step, models, jax.device_get(state.ema_params)
+
+
+def stored_config(workdir: str, subdir: str = "checkpoints"):
+  """The config stored with the latest checkpoint under `<workdir>/<subdir>`."""
+  ckpt = Checkpoints(workdir, async_save=False, subdir=subdir)
+  try:
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f"no checkpoint in {ckpt.directory}")
+    return ckpt.restore_config()
+  finally:
+    ckpt.close()

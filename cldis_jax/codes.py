@@ -119,3 +119,17 @@ class CodeTable:
   def scale(self, name: str) -> np.ndarray:
     """Per-coordinate std of a representation over the reference images."""
     return self.codes[name][self.reference].std(axis=0)
+
+
+def zsem_moments(models, params, source, *, num_images: int, batch_size: int = 256,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """(mean [z_dim], covariance [z_dim, z_dim]) of z_sem over `num_images`
+  images drawn without replacement from `source` (float64)."""
+  rows = np.sort(np.random.RandomState(seed).choice(
+      len(source), min(num_images, len(source)), replace=False))
+  z = []
+  for i in range(0, len(rows), batch_size):
+    images = data.to_model_range(source.__getitems__(rows[i:i + batch_size])["image"])
+    z.append(np.asarray(encode_batch(models, params, images)["z_sem"], np.float64))
+  z = np.concatenate(z)
+  return z.mean(axis=0), np.cov(z, rowvar=False)

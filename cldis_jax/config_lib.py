@@ -146,13 +146,71 @@ def base_config() -> ml_collections.ConfigDict:
       traversal_range=2.5,  # mu_s / VAE mean values swept over [-range, range]
   ))
 
+  # Navigation (cldis_jax.navigate, `--mode=navigate`): Voynov & Babenko's
+  # direction discovery in z_sem with the trained model frozen. The objective
+  # is our reconstruction of the paper's unpublished one
+  # (reference/cldis_method_notes.md section 2).
+  config.navigate = ml_collections.ConfigDict(dict(
+      num_directions=0,  # K; 0: model.latent_dim
+      parameterization="unit",  # "unit" (unit-norm rows) or "ortho" (orthonormal, expm)
+      # "pca": start at z_sem's first K principal axes; "random": anywhere
+      # (Voynov's random init). A trained z_sem is far from isotropic, and most
+      # random directions barely change the decoded image.
+      init="pca",
+      # The image pair is decoded from one noisy x_t of the real image (shared
+      # noise) at timestep t_start * num_timesteps, by decode_steps DDIM steps
+      # down to x0; 1 is the one-step x0 prediction.
+      t_start=0.5,
+      decode_steps=1,
+      remat=True,  # decode_steps > 1: recompute each UNet call in the backward pass
+      # The unit of a shift: the std of z_sem along the direction ("direction"),
+      # or along z_sem's first principal axis, for every direction ("global",
+      # like Voynov's fixed unit in an isotropic GAN latent).
+      shift_scale="global",
+      shift_max=3.0,  # eps ~ shift_max * U(-1, 1), in units of shift_scale
+      shift_min=0.5,  # |eps| below this is raised to it, keeping the sign
+      w_cls=1.0,  # cross-entropy on the direction index
+      w_shift=0.25,  # L1 on the shift
+      reconstructor=dict(  # a 6-channel ResNet; (2, 2, 2, 2) at width 64 is ResNet-18
+          width=64,
+          stage_sizes=(2, 2, 2, 2),
+          stem="small",  # "small" (3x3, stride 1; <= 64 px) or "imagenet" (7x7/2 + max-pool)
+          inputs="pair",  # "pair" (Voynov: both images) or "pair_and_difference" (+ x_b - x_a)
+      ),
+      batch_size=32,
+      num_steps=100_000,
+      learning_rate=1e-4,  # Adam, directions and reconstructor alike
+      reference_images=4096,  # z_sem mean and covariance (the shift scale)
+      log_every=100,  # and the held-out accuracy on accuracy_batches fixed batches
+      accuracy_batches=8,
+      checkpoint_every=5000,
+      keep_checkpoints=2,
+      traversal_steps=7,  # the grid of learned directions written at the end
+      traversal_range=3.0,  # its columns span +-range std along each direction
+  ))
+
+  # Editing real images (cldis_jax.edit, `--mode=edit`): invert, move z_sem
+  # along directions, decode; one PNG grid per direction.
+  config.edit = ml_collections.ConfigDict(dict(
+      images=(),  # image files (any size; resized and centre-cropped); or --images
+      dataset_images=4,  # with no files: this many images spread over config.data
+      directions="navigation",  # "navigation" (learned) or "mu_s" (axes of mu_s via the head)
+      which=(),  # direction indices to edit along; empty: all
+      strength=3.0,  # columns sweep [-strength, strength] std along the direction
+      num_strengths=7,  # odd: the middle column (strength 0) is the reconstruction
+      invert_steps=100,  # DDIM inversion steps (Diff-AE's notebooks: 250)
+      decode_steps=100,  # DDIM decoding steps (Diff-AE's manipulate notebook: 100)
+      interpolation_steps=7,  # images 0 -> 1 (linear z_sem, spherical x_T); 0: none
+  ))
+
   # Evaluation (cldis_jax.evaluate): `--mode=evaluate`, and every
   # `evaluate.every` training steps. Metrics the dataset cannot support
   # (no factors, no attributes) are skipped and say so in metrics.json.
   config.evaluate = ml_collections.ConfigDict(dict(
       every=0,  # training: evaluate every N steps and at the end (0: never)
       representations=("mu_s", "vae_mu", "z_sem_pca"),
-      metrics=("factor_vae", "beta_vae", "mig", "dci", "sap", "modularity", "tad", "ctd"),
+      metrics=("factor_vae", "beta_vae", "mig", "dci", "sap", "modularity", "tad", "ctd",
+               "factor_response"),
       encode_batch=256,
       encode_all=False,  # True: encode every image first (DisDiff's route; same numbers)
       reference_images=10_000,  # encoded first: z_sem PCA fit and code scales
@@ -182,6 +240,13 @@ def base_config() -> ml_collections.ConfigDict:
           nu=0.03, kappa=0.3, u_min=0.25, motion_weight=0.1,
           floor_min=0.004, floor_percentile=99.5,
           rho=0.2, q=0.01, e_min=1e-3, track=True, spatial=False, spatial_sigma=2.0,
+      ),
+      probe=dict(  # factor_response's CNN probe (cldis_jax.metrics.factor_probe)
+          steps=2000,
+          batch_size=64,
+          learning_rate=1e-3,
+          width=32,
+          test_images=1000,  # its held-out accuracy per factor is reported
       ),
   ))
   return config

@@ -14,6 +14,13 @@ grid per representation, and returns the results.
 - CTD (any source): traversals decoded from `evaluate.ctd.num_sources` real
   images along each direction of the representation, out to
   +-range_sigma std of that coordinate (`metrics.ctd`).
+- factor_response (sources with ground-truth factors): on the same
+  traversals, how far a CNN probe's prediction of each factor moves along each
+  direction (`metrics.factor_probe`).
+
+`--mode=evaluate` on a workdir where `--mode=navigate` has run also scores
+the learned directions ("navigation") with the traversal metrics, next to the
+representations' own axes.
 """
 
 import json
@@ -23,14 +30,15 @@ from absl import logging
 import jax
 import numpy as np
 
-from cldis_jax import (checkpoint, codes as codes_lib, config_lib, data, grids,
-                       models as models_lib, parallel, samples, train_step)
-from cldis_jax.metrics import (beta_vae, ctd, dci, factor_vae, mig, modularity, protocol,
-                               sap, tad)
+from cldis_jax import (checkpoint, codes as codes_lib, config_lib, data, grids, navigate,
+                       samples)
+from cldis_jax.metrics import (beta_vae, ctd, dci, factor_probe, factor_vae, mig, modularity,
+                               protocol, sap, tad)
 from cldis_jax.models.heads import mu_directions
 
 SUPERVISED = ("factor_vae", "beta_vae", "mig", "dci", "sap", "modularity")
-METRICS = SUPERVISED + ("tad", "ctd")
+TRAVERSAL = ("ctd", "factor_response")  # computed on decoded traversals
+METRICS = SUPERVISED + ("tad",) + TRAVERSAL
 
 
 def _supervised(name, ground_truth, representation, e):
@@ -78,40 +86,63 @@ def _tad(table, source, rep, t) -> dict:
           for variant in t.variants}
 
 
+def _direction_frames(models, config, params, x0, directions, sigma):
+  """[N, K, 2S+1, H, W, C] in [-1, 1]: z_sem along each direction out to
+  +-range_sigma * sigma, decoded by DDIM from each source's inverted x_T."""
+  c, d = config.evaluate.ctd, config.diffusion
+  unit = np.linspace(-1.0, 1.0, 2 * c.steps + 1, dtype=np.float32)
+  process = samples.sampling_process(d.beta_schedule, d.num_timesteps, d.sample_steps)
+  return samples.diffae_traversals(models, process, params, x0, np.asarray(directions),
+                                   c.range_sigma * np.asarray(sigma)[:, None] * unit[None, :])
+
+
 def _traversal_frames(models, config, params, table, rep, x0):
   """[N, K, 2S+1, H, W, C] in [-1, 1] along each direction of `rep`."""
-  c = config.evaluate.ctd
-  unit = np.linspace(-1.0, 1.0, 2 * c.steps + 1, dtype=np.float32)
-  strengths = c.range_sigma * table.scale(rep)[:, None] * unit[None, :]
   if rep == "vae_mu":
-    return samples.vae_traversals(models, params, x0, strengths)
+    c = config.evaluate.ctd
+    unit = np.linspace(-1.0, 1.0, 2 * c.steps + 1, dtype=np.float32)
+    return samples.vae_traversals(models, params, x0,
+                                  c.range_sigma * table.scale(rep)[:, None] * unit[None, :])
   directions = (mu_directions(params["head"]) if rep == "mu_s"
                 else np.asarray(table.pca_components, np.float32))
-  d = config.diffusion
-  process = samples.sampling_process(d.beta_schedule, d.num_timesteps, d.sample_steps)
-  return samples.diffae_traversals(models, process, params, x0, directions, strengths)
+  return _direction_frames(models, config, params, x0, directions, table.scale(rep))
 
 
-def _ctd(models, config, params, table, source, rep, out_dir):
-  c = config.evaluate.ctd
-  rows = table.reference[:c.num_sources]
-  x0 = data.to_model_range(source.__getitems__(rows)["image"])
-  frames = np.asarray(_traversal_frames(models, config, params, table, rep, x0))
-  grid = samples.to_uint8(frames[0])
-  path = grids.save_png(os.path.join(out_dir, f"traverse_{rep}.png"), grids.tile(grid),
+def _traversal_metrics(config, frames, rep, wanted, probe, out_dir) -> dict:
+  """CTD and / or the factor response of traversal frames; the grid of the first source."""
+  frames = np.asarray(frames)
+  path = grids.save_png(os.path.join(out_dir, f"traverse_{rep}.png"),
+                        grids.tile(samples.to_uint8(frames[0])),
                         max(1, 64 // config.model.image_size))
-  unit = (np.clip(frames, -1.0, 1.0) + 1.0) / 2.0
-  if unit.shape[-1] == 1:
-    unit = np.repeat(unit, 3, axis=-1)
-  result = ctd.ctd(unit, None, ctd.CTDParams.from_config(c))  # deterministic decoders: the minimum floor
-  result["grid"] = path
-  return result
+  out = {}
+  if "ctd" in wanted:
+    unit = (np.clip(frames, -1.0, 1.0) + 1.0) / 2.0
+    if unit.shape[-1] == 1:
+      unit = np.repeat(unit, 3, axis=-1)
+    # deterministic decoders: the minimum floor
+    out["ctd"] = dict(ctd.ctd(unit, None, ctd.CTDParams.from_config(config.evaluate.ctd)),
+                      grid=path)
+  if "factor_response" in wanted:
+    out["factor_response"] = dict(
+        factor_probe.summarize(factor_probe.factor_response(probe, frames), probe.names),
+        probe_accuracy=probe.accuracy, grid=path)
+  return out
+
+
+def _train_probe(config, source):
+  p = config.evaluate.probe
+  logging.info("training the factor probe (%d steps)", p.steps)
+  return factor_probe.train_probe(source, steps=p.steps, batch_size=p.batch_size,
+                                  learning_rate=p.learning_rate, width=p.width,
+                                  test_images=p.test_images, seed=config.seed)
 
 
 def evaluate_params(config, models, params, source, out_dir: str, step: int,
-                    writer=None) -> dict:
+                    writer=None, directions=None) -> dict:
   """Evaluates EMA `params` on `source`; writes metrics.json, metrics.txt and
-  traversal PNGs into `out_dir`; returns the results."""
+  traversal PNGs into `out_dir`; returns the results. `directions` maps a
+  name to (z_sem directions (K, z_dim), std along each (K,)), scored with the
+  traversal metrics only (the learned navigation directions)."""
   e = config.evaluate
   unknown = [m for m in e.metrics if m not in METRICS]
   if unknown:
@@ -133,20 +164,32 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
       skipped[m] = f"{source.name} has no ground-truth factors"
     if m == "tad" and not attributes:
       skipped[m] = f"{source.name} has no binary attributes"
+    if m == "factor_response" and ground_truth is None:
+      skipped[m] = f"{source.name} has no ground-truth factors"
 
+  wanted = [m for m in TRAVERSAL if m in e.metrics and m not in skipped]
+  probe = _train_probe(config, source) if "factor_response" in wanted else None
+  x0 = data.to_model_range(source.__getitems__(table.reference[:e.ctd.num_sources])["image"])
   results = {}
   for rep in e.representations:
     results[rep] = {}
     for m in e.metrics:
-      if m in skipped:
+      if m in skipped or m in TRAVERSAL:
         continue
       logging.info("evaluating %s on %s", m, rep)
       if m in SUPERVISED:
         results[rep][m] = _supervised(m, ground_truth, table.representation(rep), e)
-      elif m == "tad":
-        results[rep][m] = _tad(table, source, rep, e.tad)
       else:
-        results[rep][m] = _ctd(models, config, params, table, source, rep, out_dir)
+        results[rep][m] = _tad(table, source, rep, e.tad)
+    if wanted:
+      logging.info("evaluating %s on %s traversals", ", ".join(wanted), rep)
+      frames = _traversal_frames(models, config, params, table, rep, x0)
+      results[rep].update(_traversal_metrics(config, frames, rep, wanted, probe, out_dir))
+  for name, (dirs, sigma) in (directions or {}).items():
+    if wanted:
+      logging.info("evaluating %s on %s traversals", ", ".join(wanted), name)
+      frames = _direction_frames(models, config, params, x0, dirs, sigma)
+      results[name] = _traversal_metrics(config, frames, name, wanted, probe, out_dir)
 
   summary = dict(
       step=step, dataset=source.name, num_images=len(source),
@@ -180,7 +223,8 @@ HEADLINE = (("factor_vae", "eval_accuracy", "FactorVAE"), ("beta_vae", "eval_acc
             ("dci", "completeness", "DCI-C"), ("dci", "informativeness_test", "DCI-I"),
             ("sap", "SAP_score", "SAP"), ("modularity", "modularity_score", "modularity"),
             ("modularity", "explicitness_score_test", "explicitness"),
-            ("ctd", "ctd", "CTD"), ("ctd", "active_fraction", "CTD active"))
+            ("ctd", "ctd", "CTD"), ("ctd", "active_fraction", "CTD active"),
+            ("factor_response", "concentration", "probe concentration"))
 
 
 def headline(summary) -> dict[str, float]:
@@ -220,21 +264,14 @@ def run(config, workdir: str) -> dict:
   if jax.process_count() > 1:
     raise RuntimeError("--mode=evaluate reads and encodes on one host: run it as a single "
                        "process (without --distributed) on the trained workdir")
-  ckpt = checkpoint.Checkpoints(workdir, async_save=False)
-  try:
-    step = ckpt.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {ckpt.directory}: train first "
-                              f"(python -m cldis_jax.main --config ... --workdir {workdir})")
-    models = models_lib.build_models(config.model)
-    mesh = parallel.data_mesh()
-    state = ckpt.restore(train_step.abstract_state(config, models, mesh), step)
-  finally:
-    ckpt.close()
+  step, models, params = checkpoint.restore_ema(config, workdir)
   source = data.build_source(config.data, image_size=config.model.image_size,
                              channels=config.model.in_channels)
   out_dir = os.path.join(workdir, "eval", str(step))
-  summary = evaluate_params(config, models, jax.device_get(state.ema_params), source,
-                            out_dir, step)
+  directions = {}
+  if os.path.isdir(os.path.join(workdir, navigate.SUBDIR, "checkpoints")):
+    directions["navigation"] = navigate.directions_of(*navigate.restore(workdir))
+  summary = evaluate_params(config, models, params, source, out_dir, step,
+                            directions=directions)
   logging.info("wrote %s/metrics.json", out_dir)
   return summary

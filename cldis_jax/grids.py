@@ -6,11 +6,19 @@ import numpy as np
 from PIL import Image
 
 
-def tile(images: np.ndarray, pad: int = 2, fill: int = 255) -> np.ndarray:
-  """[rows, cols, H, W, C] uint8 -> one uint8 image with `pad` pixels between cells."""
+MARK = (220, 30, 30)
+
+
+def tile(images: np.ndarray, pad: int = 2, fill: int = 255,
+         marked_column: int | None = None) -> np.ndarray:
+  """[rows, cols, H, W, C] uint8 -> one uint8 image with `pad` pixels between
+  cells; the border around `marked_column` is drawn in red (grey for 1 channel)."""
   rows, cols, height, width, channels = images.shape
   out = np.full((rows * (height + pad) + pad, cols * (width + pad) + pad, channels),
                 fill, np.uint8)
+  if marked_column is not None:
+    left = marked_column * (width + pad)
+    out[:, left:left + width + 2 * pad] = MARK if channels == 3 else MARK[0]
   for r in range(rows):
     for c in range(cols):
       top, left = pad + r * (height + pad), pad + c * (width + pad)

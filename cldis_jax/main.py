@@ -13,13 +13,18 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and pictures go.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "summary", "data"],
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "navigate", "edit", "summary", "data"],
                   "train: train (resuming from --workdir's latest checkpoint). "
                   "evaluate: every metric on --workdir's latest checkpoint, written "
                   "to <workdir>/eval/<step>/. "
+                  "navigate: learn directions in z_sem on --workdir's latest checkpoint "
+                  "(<workdir>/navigation/). "
+                  "edit: edit images (--images, or config.edit) along directions, "
+                  "writing grids to <workdir>/edit/<step>/. "
                   "summary: print the parameter count of every module. "
                   "data: open the dataset, time a few batches, and write "
                   "data_batch.png / data_factors.png into --workdir.")
+flags.DEFINE_list("images", None, "edit: image files to edit (overrides config.edit.images).")
 flags.DEFINE_integer("summary_depth", 2, "How many module levels the summary lists.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first (multi-host launches).")
@@ -50,6 +55,19 @@ def main(argv):
       raise app.UsageError("--mode=evaluate needs --workdir (the trained run)")
     from cldis_jax import evaluate  # pylint: disable=g-import-not-at-top
     print(evaluate.format_table(evaluate.run(config, FLAGS.workdir)))
+  elif FLAGS.mode in ("navigate", "edit"):
+    if not FLAGS.workdir:
+      raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir (the trained run)")
+    if FLAGS.mode == "navigate":
+      from cldis_jax import navigate  # pylint: disable=g-import-not-at-top
+      result = navigate.run(config, FLAGS.workdir)
+      print(f"navigation: held-out reconstructor accuracy {result['accuracy']:.3f} "
+            f"over {result['num_directions']} directions; {result['grid']}")
+    else:
+      from cldis_jax import edit  # pylint: disable=g-import-not-at-top
+      if FLAGS.images:
+        config.edit.images = tuple(FLAGS.images)
+      print("\n".join(edit.run(config, FLAGS.workdir)["files"]))
   elif FLAGS.mode == "summary":
     from cldis_jax import summary  # pylint: disable=g-import-not-at-top
     print(summary.parameter_table(config.model, FLAGS.summary_depth))

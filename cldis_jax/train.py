@@ -21,46 +21,15 @@ several processes JAX's preemption service picks a step all of them reach.
 
 import json
 import os
-import signal
 import time
 
 from absl import logging
 from clu import parameter_overview
 import jax
-from jax.experimental import multihost_utils
 import numpy as np
 
 from cldis_jax import (checkpoint, config_lib, data, evaluate, models as models_lib, objective,
-                       parallel, samples, train_step, writer as writer_lib)
-
-
-class _StopSignal:
-  """Whether to save and stop: SIGTERM on one process, JAX's preemption
-  sync point on several."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-    self._multi = jax.process_count() > 1
-    if not self._multi:
-      try:
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-      except ValueError:  # not the main thread (e.g. some notebook runners)
-        logging.warning("SIGTERM handler not installed (not in the main thread)")
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning("SIGTERM: saving a checkpoint and stopping")
-    self.requested = True
-
-  def reached(self, step: int) -> bool:
-    if self._multi:
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self.requested
-
-  def close(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+                       parallel, preemption, samples, train_step, writer as writer_lib)
 
 
 def _check_finite(step: int, aux, last_saved) -> None:
@@ -84,12 +53,6 @@ def _format_eta(seconds: float) -> str:
   return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def preview_images(source, count: int) -> np.ndarray:
-  """`count` fixed images spread over the dataset, in [-1, 1]."""
-  indices = np.linspace(0, len(source) - 1, min(count, len(source))).astype(np.int64)
-  return data.to_model_range(source.__getitems__(indices)["image"])
-
-
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains (resuming from `workdir` if it holds a checkpoint); returns the
   final metrics also written to `workdir/metrics.json`."""
@@ -111,7 +74,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ckpt = checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints,
                                 async_save=config.train.async_checkpoints)
   writer = writer_lib.create_default_writer(workdir, just_logging=not lead)
-  stop = _StopSignal()
+  stop = preemption.StopSignal()
   try:
     return _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train,
                   ckpt, writer, stop)
@@ -145,7 +108,7 @@ def _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train,
       return json.load(f)
 
   step_fn = train_step.make_train_step(config, models, mesh)
-  previews = parallel.replicate(preview_images(source, config.samples.num_images), mesh)
+  previews = parallel.replicate(data.spread_images(source, config.samples.num_images), mesh)
 
   def write_samples(step):
     grid = samples.sample_grids(models, config, state.ema_params, previews)

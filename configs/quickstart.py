@@ -40,4 +40,17 @@ def get_config(arg=None):
   # `--mode=evaluate` at disentanglement_lib's sample sizes; fewer CTD sources
   # and frames than the default, to keep the CPU evaluation within minutes.
   config.evaluate.ctd.update(dict(num_sources=8, steps=4))
+
+  # `--mode=navigate`: a narrow reconstructor, a small batch and a higher
+  # learning rate than Voynov & Babenko's (1e-4 over 100k steps), so that
+  # direction discovery finishes within minutes on a CPU. This short run's
+  # z_sem is nearly two-dimensional (two principal axes hold 97% of its
+  # variance), so we look for 4 directions, and decode from t = 0.8 T, where
+  # the decoded pair depends most on z_sem.
+  config.navigate.update(dict(num_directions=4, t_start=0.8, batch_size=16, num_steps=1500,
+                              learning_rate=1e-3, reference_images=2048,
+                              checkpoint_every=500))
+  config.navigate.reconstructor.width = 16
+  # `--mode=edit`: the quickstart's own DDIM step count.
+  config.edit.update(dict(invert_steps=20, decode_steps=20))
   return config

@@ -22,4 +22,10 @@ def get_config(arg=None):
       num_train=200, num_test=100, num_variance_estimate=200, group_batch_size=8,
       reference_images=64, encode_batch=32))
   config.evaluate.ctd.update(dict(num_sources=2, steps=2, levels=2, iterations=20))
+  config.evaluate.probe.update(dict(steps=5, batch_size=8, width=4, test_images=32))
+  config.navigate.update(dict(batch_size=4, num_steps=6, log_every=3, checkpoint_every=3,
+                              reference_images=64, accuracy_batches=2, traversal_steps=3))
+  config.navigate.reconstructor.update(dict(width=4, stage_sizes=(1, 1)))
+  config.edit.update(dict(dataset_images=2, num_strengths=3, invert_steps=4, decode_steps=4,
+                          interpolation_steps=3))
   return config

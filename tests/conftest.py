@@ -80,3 +80,16 @@ def read_official_keys(resolution: int) -> dict[str, tuple[int, ...]]:
       name, shape = line.split(" ", 1)
       keys[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
   return keys
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory, test_config):
+  """A configs/test.py run trained for 4 steps (no grids, no evaluation): the
+  checkpoint navigation, editing and the API load."""
+  from cldis_jax import train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("trained"))
+  config = test_config.copy_and_resolve_references()
+  config.train.update(num_steps=4, checkpoint_every=4, log_every=4)
+  config.samples.every = 0
+  train.train_and_evaluate(config, workdir)
+  return workdir

@@ -68,7 +68,7 @@ def test_training_evaluates_periodically_with_every_field_filled(run):
   assert summary["skipped"] == {"tad": "procedural/shapes3d has no binary attributes"}
   assert list(summary["results"]) == list(codes.REPRESENTATIONS)
   for rep, results in summary["results"].items():
-    assert sorted(results) == sorted(evaluate.SUPERVISED + ("ctd",)), rep
+    assert sorted(results) == sorted(evaluate.SUPERVISED + evaluate.TRAVERSAL), rep
     values = _numbers(results)
     assert values and all(math.isfinite(v) for v in values), rep
   assert {"eval_accuracy", "train_accuracy", "num_active"} <= set(

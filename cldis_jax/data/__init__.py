@@ -9,6 +9,7 @@ access like `tfds.data_source`; see `source.py` for the interface.
 import difflib
 
 import ml_collections
+import numpy as np
 
 from cldis_jax import config_lib, parallel
 from cldis_jax.data.arrays import MPI3D, Cars3D
@@ -55,6 +56,17 @@ def build_source(data: ml_collections.ConfigDict, *, image_size: int,
                    + f"; valid: {', '.join(SOURCES)}")
 
 
+def spread_rows(num_rows: int, count: int) -> np.ndarray:
+  """`count` row indices spread evenly over 0..num_rows-1."""
+  return np.linspace(0, num_rows - 1, min(count, num_rows)).astype(np.int64)
+
+
+def spread_images(source: Source, count: int) -> np.ndarray:
+  """`count` fixed images spread evenly over the source, in [-1, 1] (previews,
+  and the images `--mode=edit` takes when given no files)."""
+  return to_model_range(source.__getitems__(spread_rows(len(source), count))["image"])
+
+
 def build_pipeline(config: ml_collections.ConfigDict, source: Source,
                    mesh=None) -> InputPipeline:
   """Global batches of config.train.batch_size, sharded over `mesh`'s data axis."""
@@ -69,4 +81,4 @@ def build_pipeline(config: ml_collections.ConfigDict, source: Source,
 __all__ = ["SOURCES", "BatchPlan", "Cars3D", "CorruptImageError", "DatasetNotFoundError",
            "FactorSpace", "ImageFolder", "InputPipeline", "MPI3D", "ProceduralDSprites",
            "ProceduralShapes3D", "Source", "UnsupportedFormatError", "build_pipeline",
-           "build_source", "to_model_range"]
+           "build_source", "spread_images", "spread_rows", "to_model_range"]

@@ -65,15 +65,7 @@ class ImageFolder(Source):
 
   def load(self, path: str) -> np.ndarray:
     """One file -> uint8 resolution x resolution x channels."""
-    try:
-      with Image.open(path) as image:
-        image = image.convert("RGB" if self.image_shape[-1] == 3 else "L")
-        array = np.asarray(image)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-      raise CorruptImageError(f"cannot read image {path}: {error}") from error
-    if array.ndim == 2:
-      array = array[..., None]
-    return resize_and_crop(array, self.resolution)
+    return load_image(path, self.resolution, self.image_shape[-1])
 
   def _note_skipped(self, path, error):
     with self._lock:
@@ -81,3 +73,22 @@ class ImageFolder(Source):
         self.skipped.add(path)
         logging.warning("skipping unreadable image %s (%s); %d skipped so far",
                         path, error, len(self.skipped))
+
+
+def load_image(path: str, resolution: int, channels: int = 3) -> np.ndarray:
+  """One image file of any size -> uint8 resolution x resolution x channels
+  (short side resized, centre-cropped). A missing path is a FileNotFoundError
+  and an unreadable one a CorruptImageError, each naming the file."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"image {path!r} does not exist"
+                            + (" (it is a directory)" if os.path.isdir(path) else ""))
+  try:
+    with Image.open(path) as image:
+      image = image.convert("RGB" if channels == 3 else "L")
+      array = np.asarray(image)
+  except (OSError, ValueError, Image.DecompressionBombError) as error:
+    raise CorruptImageError(f"cannot read image {path}: {error} (expected a png or jpg "
+                            "file)") from error
+  if array.ndim == 2:
+    array = array[..., None]
+  return resize_and_crop(array, resolution)

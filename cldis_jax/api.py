@@ -1,0 +1,189 @@
+"""A trained workdir as a Python object, for notebooks and scripts.
+
+  from cldis_jax import api
+  model = api.load("/tmp/cldis_quickstart")       # latest checkpoint, EMA weights
+  x = model.images(["face.png"])                  # or model.images(count=4) from the data
+  z = model.encode(x)                             # z_sem (N, z_dim)
+  x_T = model.invert(x)                           # DDIM inversion (N, H, W, C)
+  y = model.decode(z, x_T)                        # images in [-1, 1]
+  mu = model.representation(x)                    # mu_s (N, d_v), the evaluated code
+  row = model.edit(x, 0, [-3, 0, 3])              # along learned direction 0: (N, 3, H, W, C)
+  frames = model.traverse(x, [-3, 0, 3], kind="mu_s")   # every axis: (N, d_v, 3, H, W, C)
+  mix = model.interpolate(x[:1], x[1:2], np.linspace(0, 1, 7))
+
+Every method takes images as uint8 (0..255) or float in [-1, 1], with or
+without the batch axis, returns numpy arrays (images in [-1, 1]; `to_uint8`
+converts), and runs a jitted function on whatever device JAX has.
+
+Edit strengths are in standard deviations of the data along the direction:
+for a learned direction, the std of z_sem projected on it; for axis j of
+mu_s ("mu_s"), the std of mu_s[j], moved through the head's pseudo-inverse.
+Inversion and decoding use `config.edit.invert_steps` / `decode_steps` DDIM
+steps.
+"""
+
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from cldis_jax import checkpoint, codes, data, navigate, samples
+from cldis_jax.data.folder import load_image
+from cldis_jax.models.heads import mu_directions
+
+KINDS = ("navigation", "mu_s")
+to_uint8 = samples.to_uint8
+
+
+def load_images(paths: Sequence[str], config) -> np.ndarray:
+  """Image files of any size -> (N, H, W, C) in [-1, 1] at the config's
+  resolution; a missing or unreadable file is an error naming it."""
+  m = config.model
+  return data.to_model_range(np.stack([load_image(p, m.image_size, m.in_channels)
+                                       for p in paths]))
+
+
+def load(workdir: str, config=None, step: int | None = None) -> "Trained":
+  """The model in `workdir` (latest training checkpoint unless `step`), with
+  the config stored next to it unless one is given."""
+  config = config or checkpoint.stored_config(workdir)
+  step, models, params = checkpoint.restore_ema(config, workdir, step)
+  return Trained(config, models, params, step, workdir)
+
+
+class Trained:
+  """A trained model's EMA parameters plus what editing needs."""
+
+  def __init__(self, config, models, params, step: int, workdir: str | None = None):
+    self.config, self.models, self.params, self.step = config, models, params, step
+    self.workdir = workdir
+    d, e = config.diffusion, config.edit
+    self.invert_process = samples.sampling_process(d.beta_schedule, d.num_timesteps,
+                                                   e.invert_steps)
+    self.decode_process = samples.sampling_process(d.beta_schedule, d.num_timesteps,
+                                                   e.decode_steps)
+    self.image_shape = (config.model.image_size,) * 2 + (config.model.in_channels,)
+    self._source = self._navigation = self._z_cov = None
+
+  # --- inputs -----------------------------------------------------------------------
+
+  @property
+  def source(self):
+    """The config's dataset (opened on first use)."""
+    if self._source is None:
+      m = self.config.model
+      self._source = data.build_source(self.config.data, image_size=m.image_size,
+                                       channels=m.in_channels)
+    return self._source
+
+  def images(self, paths: Sequence[str] = (), count: int = 0) -> np.ndarray:
+    """Image files (any size: resized, centre-cropped), or `count` images
+    spread over the dataset -> (N, H, W, C) in [-1, 1]."""
+    if paths:
+      return load_images(paths, self.config)
+    return data.spread_images(self.source, count)
+
+  def _batch(self, x) -> jnp.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 3:
+      x = x[None]
+    if x.shape[1:] != self.image_shape:
+      raise ValueError(f"images of shape {x.shape[1:]} given; this model takes "
+                       f"{self.image_shape} (use model.images(paths) to resize files)")
+    return jnp.asarray(data.to_model_range(x) if x.dtype == np.uint8 else x, jnp.float32)
+
+  # --- the autoencoder ----------------------------------------------------------------
+
+  def encode(self, x) -> np.ndarray:
+    """z_sem (N, z_dim)."""
+    return np.asarray(samples.encode(self.models, self.params, self._batch(x)))
+
+  def representation(self, x) -> np.ndarray:
+    """mu_s (N, d_v): the distilled code the metrics evaluate."""
+    return np.asarray(codes.encode_batch(self.models, self.params, self._batch(x))["mu_s"])
+
+  def invert(self, x, z_sem=None) -> np.ndarray:
+    """x_T (N, H, W, C) by DDIM inversion under z_sem (default: encode(x))."""
+    x = self._batch(x)
+    z_sem = samples.encode(self.models, self.params, x) if z_sem is None else z_sem
+    return np.asarray(samples.invert(self.models, self.invert_process, self.params, x,
+                                     jnp.asarray(z_sem)))
+
+  def decode(self, z_sem, x_T) -> np.ndarray:
+    """Images (N, H, W, C) in [-1, 1] from (z_sem, x_T) by DDIM."""
+    return np.asarray(samples.decode(self.models, self.decode_process, self.params,
+                                     jnp.asarray(z_sem), jnp.asarray(x_T)))
+
+  def reconstruct(self, x) -> np.ndarray:
+    """decode(encode(x), invert(x))."""
+    z = self.encode(x)
+    return self.decode(z, self.invert(x, z))
+
+  # --- directions ---------------------------------------------------------------------
+
+  def _navigation_state(self):
+    if self._navigation is None:
+      if self.workdir is None:
+        raise FileNotFoundError("this model was not loaded from a workdir, so it has no "
+                                "navigation checkpoint")
+      self._navigation = navigate.restore(self.workdir)  # (its config, nav, state)
+    return self._navigation
+
+  def z_cov(self) -> np.ndarray:
+    """Covariance of z_sem over the data: the navigation run's, else measured
+    on `navigate.reference_images` images of the dataset."""
+    if self._z_cov is None:
+      try:
+        self._z_cov = np.asarray(self._navigation_state()[2].z_cov, np.float64)
+      except FileNotFoundError:
+        _, self._z_cov = codes.zsem_moments(
+            self.models, self.params, self.source,
+            num_images=self.config.navigate.reference_images, seed=self.config.seed)
+    return self._z_cov
+
+  def directions(self, kind: str = "navigation") -> tuple[np.ndarray, np.ndarray]:
+    """(directions (K, z_dim), sigma (K,)): z_sem + s * sigma[k] * directions[k]
+    moves s standard deviations along direction k."""
+    if kind == "navigation":
+      return navigate.directions_of(*self._navigation_state())
+    if kind == "mu_s":
+      kernel = np.asarray(self.params["head"]["proj"]["kernel"], np.float64)
+      w_mu = kernel[:, :kernel.shape[1] // 2]
+      sigma = np.sqrt(np.einsum("dk,de,ek->k", w_mu, self.z_cov(), w_mu))
+      return np.asarray(mu_directions(self.params["head"])), sigma.astype(np.float32)
+    raise ValueError(f"direction kind {kind!r} is not one of {KINDS}")
+
+  # --- edits --------------------------------------------------------------------------
+
+  def traverse(self, x, strengths, kind: str = "navigation",
+               which: Sequence[int] | None = None) -> np.ndarray:
+    """Every direction (or those in `which`) at each strength (F,), in std
+    units -> (N, K, F, H, W, C); strength 0 is the reconstruction."""
+    directions, sigma = self.directions(kind)
+    which = np.arange(len(directions)) if which is None else np.asarray(which, np.int64)
+    bad = [int(k) for k in which if not 0 <= k < len(directions)]
+    if bad:
+      raise ValueError(f"direction indices {bad} out of range: {kind} has "
+                       f"{len(directions)} directions (0..{len(directions) - 1})")
+    strengths = np.asarray(strengths, np.float32).reshape(-1)
+    x = self._batch(x)
+    z = samples.encode(self.models, self.params, x)
+    x_T = samples.invert(self.models, self.invert_process, self.params, x, z)
+    return np.asarray(samples.decode_along(
+        self.models, self.decode_process, self.params, z, x_T,
+        jnp.asarray(directions[which]), jnp.asarray(sigma[which, None] * strengths[None, :])))
+
+  def edit(self, x, direction: int, strengths, kind: str = "navigation") -> np.ndarray:
+    """One direction at each strength (F,) -> (N, F, H, W, C)."""
+    return self.traverse(x, strengths, kind, [direction])[:, 0]
+
+  def interpolate(self, x_a, x_b, alphas) -> np.ndarray:
+    """Image pairs -> (N, F, H, W, C) at alphas (F,) in [0, 1]: z_sem linear,
+    x_T spherical (alpha 0 and 1 are the two reconstructions)."""
+    x_a, x_b = self._batch(x_a), self._batch(x_b)
+    z_a, z_b = (samples.encode(self.models, self.params, x) for x in (x_a, x_b))
+    t_a = samples.invert(self.models, self.invert_process, self.params, x_a, z_a)
+    t_b = samples.invert(self.models, self.invert_process, self.params, x_b, z_b)
+    return np.asarray(samples.interpolate(self.models, self.decode_process, self.params,
+                                          z_a, z_b, t_a, t_b,
+                                          jnp.asarray(alphas, jnp.float32)))
