@@ -57,9 +57,13 @@ class Checkpoints:
         state=ocp.args.StandardRestore(abstract_state)))["state"]
 
   def restore_config(self, step: int | None = None):
+    """The stored config over `base_config()`'s defaults, so that sections
+    added since the checkpoint was written (e.g. `edit`) have their defaults."""
     step = self.latest_step() if step is None else step
     stored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    return config_lib.from_dict(stored["config"])
+    config = config_lib.base_config()
+    config.update(config_lib.from_dict(stored["config"]))
+    return config
 
   def _check_shapes(self, stored, abstract_state, step):
     want = {_key_name(p): tuple(x.shape) for p, x in

@@ -92,7 +92,7 @@ def sample_shifts(rng, batch: int, k: int, shift_max: float, shift_min: float):
 SHIFT_SCALES = ("direction", "global")
 
 
-def direction_sigma(directions, z_cov, shift_scale: str = "direction"):
+def direction_sigma(directions, z_cov, shift_scale: str):
   """The unit of shift along each direction (rows of `directions`): the data's
   std along it ("direction"), or along z_sem's first principal axis for
   every direction ("global")."""

@@ -160,3 +160,17 @@ def test_even_strength_counts_and_unknown_direction_kinds_are_refused(trained_wo
   config.edit.directions = "navigation"  # navigation has not run on this workdir
   with pytest.raises(FileNotFoundError, match="no navigation checkpoint .*--mode=navigate"):
     edit.run(config, trained_workdir)
+
+
+def test_configs_stored_before_a_section_existed_get_its_defaults(tmp_path):
+  """Runs trained before `edit` / `navigate` existed still load through the API."""
+  from cldis_jax import checkpoint, config_lib  # pylint: disable=g-import-not-at-top
+  old = config_lib.base_config()
+  del old["edit"]
+  old.model.latent_dim = 3
+  ckpt = checkpoint.Checkpoints(str(tmp_path), async_save=False)
+  ckpt.save(1, {"x": np.zeros(2, np.float32)}, old)
+  ckpt.close()
+  stored = checkpoint.stored_config(str(tmp_path))
+  assert stored.model.latent_dim == 3
+  assert stored.edit == config_lib.base_config().edit
