@@ -10,6 +10,11 @@ config and batch size.
 
 Any config field can be overridden the same way (--config.model.diffae.dropout=0.0).
 
+`navigate` is the navigation step (`cldis_jax.navigate`, batch
+`navigate.batch_size` unless --batch): the image pair decoded by
+`navigate.decode_steps` DDIM steps, the reconstructor, the gradient into the
+directions and the reconstructor, Adam; on one device (as --mode=navigate).
+
 The `diffae` part is forward + backward + Adam (with global-norm clipping), the
 work the official PyTorch numbers in reference/stack_notes.md measure; `cldis`
 is the step `python -m cldis_jax.main` runs. Printed per part:
@@ -34,14 +39,16 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import optax
 
-from cldis_jax import diffusion, models, objective, parallel, train_step
+import numpy as np
+
+from cldis_jax import diffusion, models, navigate, objective, parallel, train_step
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/test.py", "Config file (path[:arg]).")
 flags.DEFINE_integer("batch", None, "Global batch size; default: the config's.")
 flags.DEFINE_integer("repeats", 5, "Timed runs after compilation.")
 flags.DEFINE_list("parts", ["cldis", "diffae", "vae", "sample"],
-                  "Which of cldis, diffae, vae, sample.")
+                  "Which of cldis, diffae, vae, sample, navigate.")
 flags.DEFINE_integer("sample_steps", 20, "DDIM steps for the sampling part.")
 
 
@@ -193,6 +200,20 @@ def main(argv):
     _report(f"ddim{FLAGS.sample_steps}", batch, compile_s, times, flops,
             f"  ({statistics.median(times) / FLAGS.sample_steps:.4f} s per model call; "
             "flops: steps x one denoiser call)")
+  if "navigate" in parts:
+    n_batch = FLAGS.batch or config.navigate.batch_size
+    nav = navigate.build(config)
+    z = config.model.diffae.z_dim
+    state = navigate.init_state(config, nav, jax.random.key(0), np.zeros(z), np.eye(z), 0)
+    step = navigate.make_step(config, nets, nav)
+    x = jax.random.uniform(jax.random.key(5), (n_batch, size, size, channels), minval=-1,
+                           maxval=1)
+    single = jax.device_get(params)
+    chained = lambda s, p, x, r: (step(s, p, x, r)[0], p, x, r)
+    _report("navigate", n_batch, *_time(jax.jit(chained, donate_argnums=0),
+                                        (state, single, x, jax.random.key(6)), FLAGS.repeats),
+            f"  (decode_steps {config.navigate.decode_steps}, "
+            f"reconstructor width {config.navigate.reconstructor.width})")
 
 
 if __name__ == "__main__":
