@@ -86,23 +86,26 @@ def _tad(table, source, rep, t) -> dict:
           for variant in t.variants}
 
 
+def _strengths(config, sigma) -> np.ndarray:
+  """(K, 2S+1): from -range_sigma * sigma_k to +range_sigma * sigma_k, 0 in the middle."""
+  c = config.evaluate.ctd
+  unit = np.linspace(-1.0, 1.0, 2 * c.steps + 1, dtype=np.float32)
+  return c.range_sigma * np.asarray(sigma, np.float32)[:, None] * unit[None, :]
+
+
 def _direction_frames(models, config, params, x0, directions, sigma):
   """[N, K, 2S+1, H, W, C] in [-1, 1]: z_sem along each direction out to
   +-range_sigma * sigma, decoded by DDIM from each source's inverted x_T."""
-  c, d = config.evaluate.ctd, config.diffusion
-  unit = np.linspace(-1.0, 1.0, 2 * c.steps + 1, dtype=np.float32)
+  d = config.diffusion
   process = samples.sampling_process(d.beta_schedule, d.num_timesteps, d.sample_steps)
   return samples.diffae_traversals(models, process, params, x0, np.asarray(directions),
-                                   c.range_sigma * np.asarray(sigma)[:, None] * unit[None, :])
+                                   _strengths(config, sigma))
 
 
 def _traversal_frames(models, config, params, table, rep, x0):
   """[N, K, 2S+1, H, W, C] in [-1, 1] along each direction of `rep`."""
   if rep == "vae_mu":
-    c = config.evaluate.ctd
-    unit = np.linspace(-1.0, 1.0, 2 * c.steps + 1, dtype=np.float32)
-    return samples.vae_traversals(models, params, x0,
-                                  c.range_sigma * table.scale(rep)[:, None] * unit[None, :])
+    return samples.vae_traversals(models, params, x0, _strengths(config, table.scale(rep)))
   directions = (mu_directions(params["head"]) if rep == "mu_s"
                 else np.asarray(table.pca_components, np.float32))
   return _direction_frames(models, config, params, x0, directions, table.scale(rep))
