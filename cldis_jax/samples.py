@@ -32,18 +32,6 @@ def _eps_fn(diffae, params, z_sem):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def reconstruct(models, process: diffusion.Diffusion, params, x0):
-  """(Diff-AE reconstruction through inverted x_T, beta-VAE reconstruction)."""
-  z_sem = models.diffae.apply({"params": params["diffae"]}, x0, method="encode")
-  eps_fn = _eps_fn(models.diffae, params["diffae"], z_sem)
-  x_T = process.ddim_invert(eps_fn, x0)
-  diffae_recon = process.ddim_sample(eps_fn, x_T)
-  mu, _ = models.vae.apply({"params": params["vae"]}, x0, method="encode")
-  vae_recon = decoded_image(models.vae.apply({"params": params["vae"]}, mu, method="decode"))
-  return diffae_recon, vae_recon
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
 def traverse_mu_s(models, process: diffusion.Diffusion, params, x0, values):
   """x0 (1, H, W, C), values (n,) -> (latent_dim, n, H, W, C) images in [-1, 1]:
   axis j of mu_s set to each value (a `diffae_traversals` from the source's own
@@ -79,6 +67,16 @@ def invert(models, process: diffusion.Diffusion, params, x0, z_sem):
 def decode(models, process: diffusion.Diffusion, params, z_sem, x_T):
   """DDIM decoding of (z_sem, x_T) -> images (N, H, W, C) in [-1, 1]."""
   return process.ddim_sample(_eps_fn(models.diffae, params["diffae"], z_sem), x_T)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def reconstruct(models, process: diffusion.Diffusion, params, x0):
+  """(Diff-AE reconstruction through inverted x_T, beta-VAE reconstruction)."""
+  z_sem = encode(models, params, x0)
+  diffae_recon = decode(models, process, params, z_sem, invert(models, process, params, x0, z_sem))
+  mu, _ = models.vae.apply({"params": params["vae"]}, x0, method="encode")
+  vae_recon = decoded_image(models.vae.apply({"params": params["vae"]}, mu, method="decode"))
+  return diffae_recon, vae_recon
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
