@@ -51,6 +51,10 @@ def base_config() -> ml_collections.ConfigDict:
       in_channels=3,
       latent_dim=10,
       dtype="float32",  # compute dtype: "float32" or "bfloat16"; params are float32
+      # What the denoiser is conditioned on: "z_sem" (Diff-AE) or "mu_s" (the
+      # distilled mean, mapped to z_dim by the head; the diffusion loss then
+      # has to pass through the code the metrics evaluate).
+      condition="z_sem",
       diffae=dict(  # reference/diffae_spec.md sections 0-2 (ffhq64 values)
           base_channels=64,
           channel_mult=(1, 2, 4, 8),
@@ -109,11 +113,18 @@ def base_config() -> ml_collections.ConfigDict:
   # The closed loop (cldis_jax.objective). Weights, the distillation direction
   # and the feedback law are our reconstruction: the paper's are unpublished.
   config.objective = ml_collections.ConfigDict(dict(
+      # ("diffae", "vae"): CL-Dis. One branch: that branch trained alone, with
+      # no link (the baselines of the study).
+      branches=("diffae", "vae"),
       w_vae=1.0,  # weight of the beta-VAE loss in the total
       w_dt=1.0,  # weight of the distillation KL L_dt
       mutual=False,  # True: L_dt also trains the VAE (teacher not stop-gradient)
+      # model.condition = "mu_s": condition the denoiser on a sample of
+      # N(mu_s, sigma_s^2) in training (the mean when decoding).
+      sample_condition=False,
       controller=dict(
-          kind="diffusion_feedback",  # "diffusion_feedback", "pi_kl" or "constant"
+          # "diffusion_feedback", "diffusion_capacity", "pi_kl" or "constant"
+          kind="diffusion_feedback",
           beta_init=1.0,  # beta before and during warm-up; "constant" keeps it
           beta_min=1.0,
           beta_max=8.0,
@@ -125,7 +136,10 @@ def base_config() -> ml_collections.ConfigDict:
           kl_start=0.5,  # pi_kl: set point C_k = min(start + step * (k // period), max)
           kl_step=0.15,
           kl_period=5000,
-          kl_max=16.0,
+          kl_max=16.0,  # pi_kl and diffusion_capacity: the set point's cap
+          # diffusion_capacity: KL set point = capacity * EMA(information the
+          # semantic code gives the denoiser, in nats)
+          capacity=0.1,
       ),
   ))
 
@@ -249,17 +263,55 @@ def base_config() -> ml_collections.ConfigDict:
           test_images=1000,  # its held-out accuracy per factor is reported
       ),
   ))
+
+  # The study program (cldis_jax.study, `--mode=study`): the config above is
+  # the base of every run; each variant overrides some of it.
+  config.study = ml_collections.ConfigDict(dict(
+      variants={},  # name -> overrides (nested; `nested({"a.b": v})` builds them)
+      seeds=(0,),  # every variant once per seed
+      shard="",  # "i/n": this process runs every n-th run from i (n processes share a study)
+  ))
   return config
 
 
 def check_config(config, reference=None, where: str = "config") -> None:
-  """Every key of `config` must exist in `base_config()` (recursively)."""
+  """Every key of `config` must exist in `base_config()` (recursively); an
+  empty section there (`study.variants`) takes any keys."""
   reference = base_config() if reference is None else reference
   check_known_keys(config, reference.keys(), where)
   for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict) and isinstance(
-        reference[key], ml_collections.ConfigDict):
+    if (isinstance(value, ml_collections.ConfigDict)
+        and isinstance(reference[key], ml_collections.ConfigDict) and reference[key]):
       check_config(value, reference[key], f"{where}.{key}")
+
+
+def nested(flat: Mapping[str, object]) -> dict:
+  """{"a.b.c": v} -> {"a": {"b": {"c": v}}} (config overrides in dotted form)."""
+  out: dict = {}
+  for key, value in flat.items():
+    *parents, leaf = key.split(".")
+    node = out
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return out
+
+
+def apply_overrides(config, overrides: Mapping, where: str = "overrides"):
+  """A copy of `config` with nested `overrides` set; unknown keys raise a
+  ValueError naming them and their closest valid ones."""
+  out = config.copy_and_resolve_references()
+
+  def merge(node, tree, path):
+    check_known_keys(tree, node.keys(), path)
+    for key, value in tree.items():
+      if isinstance(value, Mapping) and isinstance(node[key], ml_collections.ConfigDict):
+        merge(node[key], value, f"{path}.{key}")
+      else:
+        node[key] = tuple(value) if isinstance(value, list) else value
+
+  merge(out, overrides, where)
+  return out
 
 
 def from_dict(tree: Mapping) -> ml_collections.ConfigDict:

@@ -94,6 +94,13 @@ class Diffusion:
     rm1 = _bcast(_f32(np.sqrt(1.0 / self.alphas_cumprod - 1.0))[t], x_t)
     return r * x_t - rm1 * eps
 
+  def elbo_weights(self):
+    """w_t (float32, per step index) with which the eps error enters the
+    variational bound: L_{t-1} = w_t ||eps - eps_theta||^2 summed over pixels,
+    w_t = beta_t / (2 alpha_t (1 - abar_t)) (reverse variance beta_t)."""
+    betas = 1.0 - self.alphas_cumprod / self.alphas_cumprod_prev
+    return _f32(betas / (2.0 * (1.0 - betas) * (1.0 - self.alphas_cumprod)))
+
   def _ddim_step_tables(self):
     return dict(
         t=jnp.asarray(self.timesteps, jnp.int32),

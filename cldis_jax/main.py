@@ -5,6 +5,7 @@ into the library (which Colab notebooks and tests import directly).
 """
 
 import logging as std_logging
+import os
 
 from absl import app, flags, logging
 import jax
@@ -13,7 +14,8 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and pictures go.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "navigate", "edit", "summary", "data"],
+flags.DEFINE_enum("mode", "train",
+                  ["train", "evaluate", "navigate", "edit", "study", "summary", "data"],
                   "train: train (resuming from --workdir's latest checkpoint). "
                   "evaluate: every metric on --workdir's latest checkpoint, written "
                   "to <workdir>/eval/<step>/. "
@@ -21,6 +23,9 @@ flags.DEFINE_enum("mode", "train", ["train", "evaluate", "navigate", "edit", "su
                   "(<workdir>/navigation/). "
                   "edit: edit images (--images, or config.edit) along directions, "
                   "writing grids to <workdir>/edit/<step>/. "
+                  "study: train and evaluate every variant x seed of config.study in "
+                  "<workdir>/runs/ (skipping finished runs) and summarise them in "
+                  "<workdir>/results.md, results.json and plots. "
                   "summary: print the parameter count of every module. "
                   "data: open the dataset, time a few batches, and write "
                   "data_batch.png / data_factors.png into --workdir.")
@@ -68,6 +73,12 @@ def main(argv):
       if FLAGS.images:
         config.edit.images = tuple(FLAGS.images)
       print("\n".join(edit.run(config, FLAGS.workdir)["files"]))
+  elif FLAGS.mode == "study":
+    if not FLAGS.workdir:
+      raise app.UsageError("--mode=study needs --workdir (the study directory)")
+    from cldis_jax import study  # pylint: disable=g-import-not-at-top
+    study.run(config, FLAGS.workdir)
+    print(open(os.path.join(FLAGS.workdir, "results.md")).read())
   elif FLAGS.mode == "summary":
     from cldis_jax import summary  # pylint: disable=g-import-not-at-top
     print(summary.parameter_table(config.model, FLAGS.summary_depth))

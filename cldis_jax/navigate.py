@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cldis_jax import (checkpoint, codes, config_lib, data, diffusion, grids, preemption,
-                       samples, writer as writer_lib)
+from cldis_jax import (checkpoint, codes, config_lib, data, diffusion, grids,
+                       models as models_lib, preemption, samples, writer as writer_lib)
 from cldis_jax.models.navigator import Directions, Reconstructor
 
 SUBDIR = "navigation"
@@ -114,9 +114,9 @@ def make_loss(config, models, nav: NavModels):
   k = num_directions(config)
 
   def loss_fn(nav_params, params, z_cov, basis, x0, rng):
-    dparams = {"params": params["diffae"]}
     k_shift, k_noise = jax.random.split(rng)
-    z = jax.lax.stop_gradient(models.diffae.apply(dparams, x0, method="encode"))
+    z = jax.lax.stop_gradient(models.diffae.apply({"params": params["diffae"]}, x0,
+                                                method="encode"))
     a = nav.directions.apply({"params": nav_params["directions"]}, basis)
     sigma = jax.lax.stop_gradient(direction_sigma(a, z_cov, n.shift_scale))
     index, eps = sample_shifts(k_shift, x0.shape[0], k, n.shift_max, n.shift_min)
@@ -126,7 +126,7 @@ def make_loss(config, models, nav: NavModels):
     z_pair = jnp.concatenate([z, z_b])
 
     def eps_fn(x, t):
-      return models.diffae.apply(dparams, x, t, z_pair, method="denoise")
+      return models_lib.denoise(models, params, x, t, z_pair)
     if n.remat and n.decode_steps > 1:
       eps_fn = jax.checkpoint(eps_fn)
     images = process.ddim_sample(eps_fn, jnp.concatenate([x_t, x_t]), unroll=True)

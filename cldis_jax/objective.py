@@ -41,9 +41,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from cldis_jax import diffusion, distributions
+from cldis_jax import diffusion, distributions, models as models_lib
 
-CONTROLLERS = ("constant", "pi_kl", "diffusion_feedback")
+CONTROLLERS = ("constant", "pi_kl", "diffusion_feedback", "diffusion_capacity")
+BRANCHES = ("diffae", "vae")
 
 
 class ControllerState(NamedTuple):
@@ -51,7 +52,9 @@ class ControllerState(NamedTuple):
   beta: jax.Array
   integral: jax.Array
   ema: jax.Array       # EMA of the measured quantity (L_diff or KL)
-  reference: jax.Array  # L_diff at the end of warm-up (diffusion_feedback)
+  # what the set point derives from: L_diff at the end of warm-up
+  # (diffusion_feedback), the EMA of the diffusion information (diffusion_capacity)
+  reference: jax.Array
   signal: jax.Array    # what the controller compared with its set point
   setpoint: jax.Array
   count: jax.Array     # measurements so far (int32)
@@ -66,6 +69,23 @@ def check_controller(c) -> None:
                      f"beta_min={c.beta_min}, beta_init={c.beta_init}, beta_max={c.beta_max}")
   if not 0 <= c.ema_decay < 1:
     raise ValueError(f"objective.controller.ema_decay = {c.ema_decay} must be in [0, 1)")
+
+
+def check_objective(obj) -> None:
+  """config.objective: valid branches and a controller that has its signal."""
+  branches = tuple(obj.branches)
+  if not branches or any(b not in BRANCHES for b in branches) or len(set(branches)) < len(
+      branches):
+    raise ValueError(f"objective.branches = {branches!r}; valid: a non-empty subset of "
+                     f"{BRANCHES} (both: CL-Dis; one: that branch trained alone)")
+  c = obj.controller
+  check_controller(c)
+  if c.kind != "constant" and "vae" not in branches:
+    raise ValueError(f"objective.controller.kind = {c.kind!r} sets the VAE's beta, but "
+                     f"objective.branches = {branches!r} has no VAE; use 'constant'")
+  if c.kind.startswith("diffusion") and "diffae" not in branches:
+    raise ValueError(f"objective.controller.kind = {c.kind!r} needs the diffusion branch, "
+                     f"but objective.branches = {branches!r}; use 'constant' or 'pi_kl'")
 
 
 def init_controller(c) -> ControllerState:
@@ -84,22 +104,31 @@ def kl_setpoint(c, step):
   return jnp.minimum(c.kl_start + c.kl_step * (step // c.kl_period), c.kl_max).astype(jnp.float32)
 
 
-def update_controller(c, state: ControllerState, *, diff_loss, kl) -> ControllerState:
-  """One controller step from this step's batch-mean L_diff and VAE KL."""
+def update_controller(c, state: ControllerState, *, diff_loss, kl,
+                      diff_info=None) -> ControllerState:
+  """One controller step from this step's batch means of L_diff and the VAE KL
+  (and, for diffusion_capacity, the diffusion branch's information in nats)."""
   if c.kind == "constant":
     return state._replace(count=state.count + 1)
   measured = jnp.asarray(diff_loss if c.kind == "diffusion_feedback" else kl, jnp.float32)
   measured = jax.lax.stop_gradient(measured)
   first = state.count == 0
-  ema = jnp.where(first, measured, c.ema_decay * state.ema + (1 - c.ema_decay) * measured)
+  smooth = lambda old, new: jnp.where(first, new, c.ema_decay * old + (1 - c.ema_decay) * new)
+  ema = smooth(state.ema, measured)
   count = state.count + 1
+  warm = count <= c.warmup_steps
   if c.kind == "pi_kl":
     active = jnp.bool_(True)
     reference = state.reference
     signal, setpoint = ema, kl_setpoint(c, state.count)
     pressure = signal - setpoint
+  elif c.kind == "diffusion_capacity":
+    active = ~warm
+    reference = smooth(state.reference, jnp.asarray(diff_info, jnp.float32))
+    signal = ema
+    setpoint = jnp.clip(c.capacity * reference, 0.0, c.kl_max)
+    pressure = signal - setpoint
   else:
-    warm = count <= c.warmup_steps
     reference = jnp.where(warm, ema, state.reference)
     active = ~warm
     signal = ema / jnp.maximum(reference, 1e-12)
@@ -132,29 +161,73 @@ def diffusion_inputs(process: diffusion.Diffusion, x0, rng):
   return t, eps, process.q_sample(x0, t, eps)
 
 
+def uses_diffusion_info(c) -> bool:
+  """Whether the controller needs the diffusion branch's information estimate
+  (an extra, gradient-free denoiser pass with shuffled codes)."""
+  return c.kind == "diffusion_capacity"
+
+
+def diffusion_information(process, eps, eps_pred, eps_pred_shuffled, t):
+  """The nats by which the right code shortens the diffusion bound of x0
+  against another image's code, per image: T * w_t * sum over pixels of
+  (||eps - eps(x_t, t, c_other)||^2 - ||eps - eps(x_t, t, c)||^2), an
+  estimate (t uniform) of how much information about x0 the semantic code
+  carries for the denoiser. Batch mean, no gradient."""
+  err = lambda e: jnp.sum(jnp.square(e - eps).reshape(eps.shape[0], -1), axis=-1)
+  gain = err(eps_pred_shuffled) - err(eps_pred)
+  w = process.elbo_weights()[t] * process.num_timesteps
+  return jax.lax.stop_gradient(jnp.mean(w * gain))
+
+
+def _zero():
+  return jnp.zeros((), jnp.float32)
+
+
 def closed_loop_loss(params, models, process, objective_config, beta, x0, rng):
   """The total loss and `aux` with every term (batch means), for one batch.
 
   `beta` is the controller's current value (a constant here). Returns
-  (loss, aux) with loss_diff, loss_vae, vae_nll, vae_kl, loss_dt, beta, loss.
+  (loss, aux) with loss_diff, loss_vae, vae_nll, vae_kl, loss_dt, beta, loss
+  (and diff_info when the controller uses it). With `branches` naming one
+  branch only, the other one and both links are skipped (the baselines);
+  their terms are 0.
   """
-  k_diff, k_drop, k_z = jax.random.split(rng, 3)
-  t, eps, x_t = diffusion_inputs(process, x0, k_diff)
-  dvars = {"params": params["diffae"]}
-  z_sem = models.diffae.apply(dvars, x0, method="encode")
-  eps_pred = models.diffae.apply(dvars, x_t, t, z_sem, train=True, method="denoise",
-                                 rngs={"dropout": k_drop})
-  loss_diff = jnp.mean(diffusion.eps_mse(eps_pred, eps))
+  obj = objective_config
+  use_diffae, use_vae = "diffae" in obj.branches, "vae" in obj.branches
+  linked = use_diffae and use_vae
+  k_diff, k_drop, k_z, k_code = jax.random.split(rng, 4)
+  aux: dict[str, Any] = dict(loss_diff=_zero(), loss_vae=_zero(), vae_nll=_zero(),
+                             vae_kl=_zero(), loss_dt=_zero(), beta=beta)
+  loss = _zero()
 
-  vae = models.vae.apply({"params": params["vae"]}, x0, k_z)
-  nll, kl = jnp.mean(vae["nll"]), jnp.mean(vae["kl"])
-  loss_vae = nll + beta * kl
+  if use_vae:
+    vae = models.vae.apply({"params": params["vae"]}, x0, k_z)
+    nll, kl = jnp.mean(vae["nll"]), jnp.mean(vae["kl"])
+    aux.update(vae_nll=nll, vae_kl=kl, loss_vae=nll + beta * kl)
+    loss = loss + obj.w_vae * aux["loss_vae"]
 
-  mu_s, logvar_s = models.head.apply({"params": params["head"]}, z_sem)
-  loss_dt = jnp.mean(distillation_loss(vae["mu"], vae["logvar"], mu_s, logvar_s,
-                                       mutual=objective_config.mutual))
+  if use_diffae:
+    t, eps, x_t = diffusion_inputs(process, x0, k_diff)
+    z_sem = models.diffae.apply({"params": params["diffae"]}, x0, method="encode")
+    noise = None
+    if obj.sample_condition and models.head.condition_dim:
+      noise = jax.random.normal(k_code, (x0.shape[0], models.head.latent_dim))
+    cond = models_lib.condition(models, params, z_sem, noise)
+    denoise = lambda c: models.diffae.apply(
+        {"params": params["diffae"]}, x_t, t, c, train=True, method="denoise",
+        rngs={"dropout": k_drop})
+    eps_pred = denoise(cond)
+    aux["loss_diff"] = jnp.mean(diffusion.eps_mse(eps_pred, eps))
+    loss = loss + aux["loss_diff"]
+    if uses_diffusion_info(obj.controller):
+      shuffled = denoise(jax.lax.stop_gradient(jnp.roll(cond, 1, axis=0)))
+      aux["diff_info"] = diffusion_information(process, eps, jax.lax.stop_gradient(eps_pred),
+                                               jax.lax.stop_gradient(shuffled), t)
 
-  loss = loss_diff + objective_config.w_vae * loss_vae + objective_config.w_dt * loss_dt
-  aux: dict[str, Any] = dict(loss=loss, loss_diff=loss_diff, loss_vae=loss_vae,
-                             vae_nll=nll, vae_kl=kl, loss_dt=loss_dt, beta=beta)
+  if linked:
+    mu_s, logvar_s = models.head.apply({"params": params["head"]}, z_sem)
+    aux["loss_dt"] = jnp.mean(distillation_loss(vae["mu"], vae["logvar"], mu_s, logvar_s,
+                                                mutual=obj.mutual))
+    loss = loss + obj.w_dt * aux["loss_dt"]
+  aux["loss"] = loss
   return loss, aux

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cldis_jax import diffusion, grids
+from cldis_jax import diffusion, grids, models as models_lib
 from cldis_jax.models.beta_vae import decoded_image
 from cldis_jax.models.heads import mu_directions
 
@@ -27,8 +27,8 @@ def to_uint8(images) -> np.ndarray:
   return np.asarray(np.clip((np.asarray(images) + 1.0) * 127.5 + 0.5, 0, 255), np.uint8)
 
 
-def _eps_fn(diffae, params, z_sem):
-  return lambda x, t: diffae.apply({"params": params}, x, t, z_sem, method="denoise")
+def _eps_fn(models, params, z_sem):
+  return lambda x, t: models_lib.denoise(models, params, x, t, z_sem)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -60,13 +60,13 @@ def encode(models, params, x0):
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def invert(models, process: diffusion.Diffusion, params, x0, z_sem):
   """The stochastic code x_T of images x0 by DDIM inversion under z_sem."""
-  return process.ddim_invert(_eps_fn(models.diffae, params["diffae"], z_sem), x0)
+  return process.ddim_invert(_eps_fn(models, params, z_sem), x0)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def decode(models, process: diffusion.Diffusion, params, z_sem, x_T):
   """DDIM decoding of (z_sem, x_T) -> images (N, H, W, C) in [-1, 1]."""
-  return process.ddim_sample(_eps_fn(models.diffae, params["diffae"], z_sem), x_T)
+  return process.ddim_sample(_eps_fn(models, params, z_sem), x_T)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -90,7 +90,7 @@ def decode_along(models, process: diffusion.Diffusion, params, z_sem, x_T, direc
   def one_source(args):
     z, x = args
     zs = (z[None, None, :] + strengths[..., None] * directions[:, None, :]).reshape(k * f, -1)
-    frames = process.ddim_sample(_eps_fn(models.diffae, params["diffae"], zs),
+    frames = process.ddim_sample(_eps_fn(models, params, zs),
                                  jnp.broadcast_to(x, (k * f,) + x.shape))
     return frames.reshape((k, f) + x.shape)
 
@@ -126,7 +126,7 @@ def interpolate(models, process: diffusion.Diffusion, params, z_a, z_b, x_T_a, x
   n, f = z_a.shape[0], alpha.shape[0]
   z = z_a[:, None] + alpha[None, :, None] * (z_b - z_a)[:, None]
   x_T = slerp(x_T_a, x_T_b, alpha)
-  images = process.ddim_sample(_eps_fn(models.diffae, params["diffae"], z.reshape(n * f, -1)),
+  images = process.ddim_sample(_eps_fn(models, params, z.reshape(n * f, -1)),
                                x_T.reshape((n * f,) + x_T_a.shape[1:]))
   return images.reshape((n, f) + x_T_a.shape[1:])
 

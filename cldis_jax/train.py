@@ -48,7 +48,7 @@ def _mean_aux(window) -> dict[str, float]:
   return {k: float(np.mean([v[k] for v in values])) for k in values[0] if k != "finite"}
 
 
-def _format_eta(seconds: float) -> str:
+def format_eta(seconds: float) -> str:
   seconds = int(max(0, seconds))
   return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -57,7 +57,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Trains (resuming from `workdir` if it holds a checkpoint); returns the
   final metrics also written to `workdir/metrics.json`."""
   config_lib.check_config(config)
-  objective.check_controller(config.objective.controller)
+  objective.check_objective(config.objective)
   mesh = parallel.data_mesh()
   parallel.check_batch_divides(config.train.batch_size, mesh)
   lead = jax.process_index() == 0
@@ -199,7 +199,7 @@ def _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train,
 
 def _log_progress(done, num_steps, scalars):
   rate = scalars["steps_per_s"]
-  eta = _format_eta((num_steps - done) / rate) if rate > 0 else "?"
+  eta = format_eta((num_steps - done) / rate) if rate > 0 else "?"
   logging.info("step %d/%d  loss %.4f (diff %.4f, vae %.2f, dt %.3f)  beta %.3f  "
                "%.2f steps/s, %.1f img/s  ETA %s", done, num_steps, scalars["loss"],
                scalars["loss_diff"], scalars["loss_vae"], scalars["loss_dt"],

@@ -9,6 +9,7 @@ the same event files without TensorFlow. These classes keep clu's
 write_hparams / flush / close), so code written against clu reads the same.
 """
 
+import glob
 import io
 import os
 import time
@@ -18,6 +19,7 @@ from absl import logging
 import numpy as np
 from PIL import Image
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
+from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 
@@ -116,3 +118,17 @@ def create_default_writer(logdir: str, *, just_logging: bool = False) -> MultiWr
   if not just_logging:
     writers.append(TensorBoardWriter(logdir))
   return MultiWriter(writers)
+
+
+def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
+  """Every scalar in the event files of `logdir`, as tag -> [(step, value)]
+  sorted by step. A step logged twice (a run resumed from a checkpoint before
+  it) keeps its latest value."""
+  latest: dict[str, dict[int, float]] = {}
+  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+    for record in RawEventFileLoader(path).Load():
+      event = event_pb2.Event.FromString(record)
+      for value in event.summary.value:
+        if value.HasField("simple_value"):
+          latest.setdefault(value.tag, {})[event.step] = value.simple_value
+  return {tag: sorted(points.items()) for tag, points in latest.items()}

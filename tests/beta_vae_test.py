@@ -122,7 +122,7 @@ def test_reconstruction_nll_is_smallest_at_the_true_image(likelihood):
 
 
 def test_distill_head_gives_a_diagonal_gaussian():
-  head = DistillHead(latent_dim=5)
+  head = DistillHead(latent_dim=5, z_dim=32)
   z = jax.random.normal(jax.random.key(0), (3, 32))
   (mu, logvar), variables = head.init_with_output(jax.random.key(1), z)
   assert mu.shape == logvar.shape == (3, 5)

@@ -6,14 +6,15 @@ from cldis_jax import config_lib, models, objective
 from conftest import config_path
 
 CONFIGS = ["quickstart.py", "shapes3d.py", "dsprites.py", "mpi3d.py:toy", "mpi3d.py:real",
-           "cars3d.py", "celeba64.py", "ffhq.py:64", "ffhq.py:128", "ffhq.py:256", "test.py"]
+           "cars3d.py", "celeba64.py", "ffhq.py:64", "ffhq.py:128", "ffhq.py:256", "test.py",
+           "study.py", "study.py:screen"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_is_valid(name):
   config = config_lib.load_config(config_path(name))
   config_lib.check_config(config)
-  objective.check_controller(config.objective.controller)
+  objective.check_objective(config.objective)
   nets = models.build_models(config.model)
   assert nets.vae.latent_dim == nets.head.latent_dim == config.model.latent_dim
   assert config.train.batch_size % 8 == 0 or name == "test.py"  # fits 8-device hosts

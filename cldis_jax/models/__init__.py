@@ -20,9 +20,12 @@ from cldis_jax.models.heads import DistillHead
 from cldis_jax.models.unet import UNet
 
 __all__ = ["BetaVAE", "DiffAE", "DistillHead", "Models", "SemanticEncoder", "UNet",
-           "abstract_params", "build_models", "init_params"]
+           "abstract_params", "build_models", "condition", "denoise", "init_params"]
 
-MODEL_KEYS = ("image_size", "in_channels", "latent_dim", "dtype", "diffae", "vae")
+MODEL_KEYS = ("image_size", "in_channels", "latent_dim", "dtype", "condition", "diffae", "vae")
+# What the denoiser is conditioned on: z_sem (Diff-AE), or the distilled mean
+# mu_s mapped back to z_dim by the head (the diffusion loss then shapes mu_s).
+CONDITIONS = ("z_sem", "mu_s")
 
 
 class Models(NamedTuple):
@@ -46,13 +49,40 @@ def _make(cls, sub, where, **shared):
 def build_models(model_config) -> Models:
   """config.model -> Models. Unknown keys raise a ValueError naming them."""
   check_known_keys(model_config, MODEL_KEYS, "model")
+  condition = model_config.get("condition", "z_sem")
+  if condition not in CONDITIONS:
+    raise ValueError(f"model.condition = {condition!r} is not a condition; "
+                     f"valid: {', '.join(CONDITIONS)}")
+  z_dim = model_config.diffae.get("z_dim", DiffAE.z_dim)
   shared = dict(image_size=model_config.image_size,
                 in_channels=model_config.in_channels, dtype=model_config.dtype)
   return Models(
       diffae=_make(DiffAE, model_config.diffae, "model.diffae", **shared),
       vae=_make(BetaVAE, model_config.vae, "model.vae",
                 latent_dim=model_config.latent_dim, **shared),
-      head=DistillHead(model_config.latent_dim))
+      head=DistillHead(model_config.latent_dim, z_dim=z_dim,
+                       condition_dim=z_dim if condition == "mu_s" else 0))
+
+
+def condition(models: Models, params, z_sem, code_noise=None):
+  """What the denoiser sees for semantic codes z_sem: z_sem itself, or (with
+  `model.condition = "mu_s"`) the head's expand(mu_s). `code_noise` (same
+  shape as mu_s) conditions on the sample mu_s + sigma_s * code_noise instead
+  (training only). Every decoder (training, sampling, navigation, editing)
+  goes through here, so moving z_sem moves what the denoiser sees."""
+  if not models.head.condition_dim:
+    return z_sem
+  head = {"params": params["head"]}
+  mu, logvar = models.head.apply(head, z_sem)
+  if code_noise is not None:
+    mu = mu + jnp.exp(0.5 * logvar) * code_noise
+  return models.head.apply(head, mu, method="condition")
+
+
+def denoise(models: Models, params, x_t, t, z_sem, **kw):
+  """eps_theta(x_t, t, condition(z_sem)) with the full parameter dict."""
+  return models.diffae.apply({"params": params["diffae"]}, x_t, t,
+                             condition(models, params, z_sem), method="denoise", **kw)
 
 
 def _init(models: Models, rng, batch_size: int = 1):

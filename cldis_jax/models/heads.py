@@ -2,25 +2,45 @@
 
 It is linear on purpose: `mu_s` is the representation every metric evaluates, and
 editing along an axis of `mu_s` maps back to z_sem through the head's
-pseudo-inverse (`DESIGN.md` section 2), which needs a linear map.
+pseudo-inverse (docs/method.md), which needs a linear map.
+
+With `condition_dim > 0` the head also owns `expand`, a linear map from a d_v
+code back to `condition_dim` (the UNet's conditioning width): the denoiser is
+then conditioned on `expand(mu_s)` instead of z_sem (`model.condition =
+"mu_s"`), so the diffusion loss has to pass through the distilled code.
 """
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cldis_jax.models.layers import dense
+from cldis_jax.models.layers import torch_bias_init, torch_kernel_init
+
+
+def _dense(features: int, fan_in: int) -> nn.Dense:
+  return nn.Dense(features, dtype=jnp.float32, kernel_init=torch_kernel_init,
+                  bias_init=torch_bias_init(fan_in))
 
 
 class DistillHead(nn.Module):
   latent_dim: int
+  z_dim: int
+  condition_dim: int = 0  # > 0: the denoiser is conditioned on expand(mu_s)
 
-  @nn.compact
+  def setup(self):
+    self.proj = _dense(2 * self.latent_dim, self.z_dim)
+    if self.condition_dim:
+      self.expand = _dense(self.condition_dim, self.latent_dim)
+
   def __call__(self, z_sem):
     """z_sem (B, D) -> (mu_s, logvar_s), each (B, latent_dim), float32."""
-    out = dense(z_sem.astype(jnp.float32), 2 * self.latent_dim, name="proj",
-                dtype=jnp.float32)
-    mu, logvar = jnp.split(out, 2, axis=-1)
+    mu, logvar = jnp.split(self.proj(z_sem.astype(jnp.float32)), 2, axis=-1)
+    if self.condition_dim and self.is_initializing():
+      self.expand(mu)  # create `expand` in the same init call
     return mu, logvar
+
+  def condition(self, code):
+    """A d_v code (mu_s, or a sample around it) -> the denoiser's condition."""
+    return self.expand(code.astype(jnp.float32))
 
 
 def mu_directions(head_params) -> jnp.ndarray:
