@@ -140,6 +140,9 @@ def base_config() -> ml_collections.ConfigDict:
           # diffusion_capacity: KL set point = capacity * EMA(information the
           # semantic code gives the denoiser, in nats)
           capacity=0.1,
+          # distillation_feedback: L_dt (nats) the VAE's code may be ahead of
+          # the Diff-AE's distilled code; above it beta rises, below it falls
+          dt_target=1.0,
       ),
   ))
 
@@ -269,6 +272,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.study = ml_collections.ConfigDict(dict(
       variants={},  # name -> overrides (nested; `nested({"a.b": v})` builds them)
       seeds=(0,),  # every variant once per seed
+      only=(),  # variant names: run just these (the summary covers every run on disk)
       shard="",  # "i/n": this process runs every n-th run from i (n processes share a study)
   ))
   return config

@@ -43,7 +43,8 @@ import jax.numpy as jnp
 
 from cldis_jax import diffusion, distributions, models as models_lib
 
-CONTROLLERS = ("constant", "pi_kl", "diffusion_feedback", "diffusion_capacity")
+CONTROLLERS = ("constant", "pi_kl", "diffusion_feedback", "diffusion_capacity",
+               "distillation_feedback")
 BRANCHES = ("diffae", "vae")
 
 
@@ -83,7 +84,7 @@ def check_objective(obj) -> None:
   if c.kind != "constant" and "vae" not in branches:
     raise ValueError(f"objective.controller.kind = {c.kind!r} sets the VAE's beta, but "
                      f"objective.branches = {branches!r} has no VAE; use 'constant'")
-  if c.kind.startswith("diffusion") and "diffae" not in branches:
+  if c.kind not in ("constant", "pi_kl") and "diffae" not in branches:
     raise ValueError(f"objective.controller.kind = {c.kind!r} needs the diffusion branch, "
                      f"but objective.branches = {branches!r}; use 'constant' or 'pi_kl'")
 
@@ -104,13 +105,18 @@ def kl_setpoint(c, step):
   return jnp.minimum(c.kl_start + c.kl_step * (step // c.kl_period), c.kl_max).astype(jnp.float32)
 
 
-def update_controller(c, state: ControllerState, *, diff_loss, kl,
+MEASURED = {"pi_kl": "kl", "diffusion_capacity": "kl", "diffusion_feedback": "diff_loss",
+            "distillation_feedback": "dt_loss"}
+
+
+def update_controller(c, state: ControllerState, *, diff_loss, kl, dt_loss=None,
                       diff_info=None) -> ControllerState:
-  """One controller step from this step's batch means of L_diff and the VAE KL
-  (and, for diffusion_capacity, the diffusion branch's information in nats)."""
+  """One controller step from this step's batch means of L_diff, the VAE KL and
+  L_dt (and, for diffusion_capacity, the diffusion branch's information in nats)."""
   if c.kind == "constant":
     return state._replace(count=state.count + 1)
-  measured = jnp.asarray(diff_loss if c.kind == "diffusion_feedback" else kl, jnp.float32)
+  measured = dict(diff_loss=diff_loss, kl=kl, dt_loss=dt_loss)[MEASURED[c.kind]]
+  measured = jnp.asarray(measured, jnp.float32)
   measured = jax.lax.stop_gradient(measured)
   first = state.count == 0
   smooth = lambda old, new: jnp.where(first, new, c.ema_decay * old + (1 - c.ema_decay) * new)
@@ -127,6 +133,11 @@ def update_controller(c, state: ControllerState, *, diff_loss, kl,
     reference = smooth(state.reference, jnp.asarray(diff_info, jnp.float32))
     signal = ema
     setpoint = jnp.clip(c.capacity * reference, 0.0, c.kl_max)
+    pressure = signal - setpoint
+  elif c.kind == "distillation_feedback":
+    active = ~warm
+    reference = state.reference
+    signal, setpoint = ema, jnp.float32(c.dt_target)
     pressure = signal - setpoint
   else:
     reference = jnp.where(warm, ema, state.reference)

@@ -91,10 +91,16 @@ def _curves(directory: str) -> dict[str, list[list[float]]]:
           for tag in CURVES if tag in scalars}
 
 
+class Preempted(Exception):
+  """Training stopped by SIGTERM: the study stops too (the run resumes next time)."""
+
+
 def train_and_score(config, directory: str) -> dict:
   """Trains one run (resuming), evaluates it, returns its result record."""
   t0 = time.perf_counter()
   metrics = train.train_and_evaluate(config, directory)
+  if metrics["status"] != "completed":
+    raise Preempted(f"training in {directory} stopped at step {metrics['step']}")
   t1 = time.perf_counter()
   summary = evaluate.run(config, directory)
   t2 = time.perf_counter()
@@ -112,8 +118,14 @@ def run(config, workdir: str) -> dict:
   runs = runs_of(config)
   for variant, seed in runs:  # every variant's config is valid before anything trains
     config_lib.check_config(run_config(config, variant, seed))
+  only = tuple(config.study.only)
+  unknown = [v for v in only if v not in config.study.variants]
+  if unknown:
+    raise ValueError(f"study.only names {unknown}, which are not variants; valid: "
+                     f"{', '.join(config.study.variants)}")
   index, count = _shard(config.study.shard)
-  mine = [r for i, r in enumerate(runs) if i % count == index]
+  mine = [r for r in runs if not only or r[0] in only]
+  mine = [r for i, r in enumerate(mine) if i % count == index]
   os.makedirs(workdir, exist_ok=True)
   todo = [r for r in mine if not os.path.exists(os.path.join(run_dir(workdir, *r), RESULT))]
   logging.info("study: %d runs (%d variants x %d seeds), %d in this shard, %d to do",
@@ -132,6 +144,9 @@ def run(config, workdir: str) -> dict:
       if os.path.exists(os.path.join(directory, FAILED)):
         os.remove(os.path.join(directory, FAILED))
       _write_json(os.path.join(directory, RESULT), record)
+    except Preempted as e:
+      logging.warning("study: %s; stopping (run the study again to resume)", e)
+      break
     except Exception as e:  # pylint: disable=broad-except
       logging.error("study: run %s seed %d failed: %s", variant, seed, e)
       record.update(status="failed", error=f"{type(e).__name__}: {e}",

@@ -113,6 +113,7 @@ def make_train_step(config, models, mesh):
                        state.ema_params, params)
     controller = objective.update_controller(obj.controller, state.controller,
                                              diff_loss=aux["loss_diff"], kl=aux["vae_kl"],
+                                             dt_loss=aux["loss_dt"],
                                              diff_info=aux.get("diff_info"))
     finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(_norm(grads))
     new = state.replace(step=state.step + 1, params=params, ema_params=ema,

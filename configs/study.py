@@ -27,6 +27,7 @@ VARIANTS = {
     "cldis_open_loop": {"objective.controller.kind": "constant"},
     "cldis_diffusion_capacity": {"objective.controller.kind": "diffusion_capacity"},
     "cldis_pi_kl": {"objective.controller.kind": "pi_kl"},
+    "cldis_distillation_feedback": {"objective.controller.kind": "distillation_feedback"},
     # The denoiser conditioned on the distilled code (a sample of it in training).
     "cldis_condition_mu_s": {"model.condition": "mu_s", "objective.sample_condition": True},
     "cldis_condition_mu_s_capacity": {

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cldis_jax import config_lib, models
-from cldis_jax.models import layers
+from cldis_jax.models import heads, layers
 from conftest import config_path
 
 OFFICIAL_COUNTS = {  # reference/diffae_spec.md section 0: UNet, encoder
@@ -209,3 +209,68 @@ def test_resampling_blocks_change_resolution_and_keep_width():
     block = layers.ResBlock(4, **kw)
     out, _ = block.init_with_output(jax.random.key(0), x, emb, z)
     assert out.shape == (1, size, size, 4)
+
+
+@pytest.fixture(scope="module")
+def mu_s_conditioned(test_config, tiny_params, random_diffae_params):
+  """configs/test.py with model.condition = "mu_s": models, and parameters with
+  a non-zero denoiser (the head from a fresh init of this layout)."""
+  config = test_config.copy_and_resolve_references()
+  config.model.condition = "mu_s"
+  nets = models.build_models(config.model)
+  params = models.init_params(nets, jax.random.key(5))
+  return nets, dict(params, diffae=random_diffae_params)
+
+
+def test_mu_s_condition_adds_only_the_heads_expand_map(test_config, tiny_models, tiny_params,
+                                                       mu_s_conditioned):
+  nets, params = mu_s_conditioned
+  d, z = test_config.model.latent_dim, test_config.model.diffae.z_dim
+  assert set(tiny_params["head"]) == {"proj"}  # switched off: the layout is unchanged
+  assert _count(tiny_params["head"]) == 2 * d * (z + 1)
+  assert set(params["head"]) == {"proj", "expand"}
+  assert params["head"]["expand"]["kernel"].shape == (d, z)
+  assert _count(params["diffae"]) == _count(tiny_params["diffae"])  # the UNet is the same
+  x0, _, _ = _inputs(tiny_models, batch=3)
+  z_sem = jnp.ones((3, z))
+  np.testing.assert_array_equal(models.condition(tiny_models, tiny_params, z_sem), z_sem)
+  assert models.condition(nets, params, z_sem).shape == (3, z)
+
+
+def test_mu_s_condition_sees_z_sem_only_through_mu_s(mu_s_conditioned):
+  """Moving z_sem along the head's pseudo-inverse row j moves what the
+  denoiser sees exactly as moving mu_s[j]; moving it in the head's null space
+  changes nothing."""
+  nets, params = mu_s_conditioned
+  head = {"params": params["head"]}
+  z = jax.random.normal(jax.random.key(6), (2, nets.diffae.z_dim))
+  mu, _ = nets.head.apply(head, z)
+  rows = heads.mu_directions(params["head"])
+  moved = models.condition(nets, params, z + 0.7 * rows[1])
+  expected = nets.head.apply(head, mu.at[:, 1].add(0.7), method="condition")
+  np.testing.assert_allclose(moved, expected, atol=1e-4)
+  w_mu = params["head"]["proj"]["kernel"][:, :nets.head.latent_dim]
+  null = jnp.linalg.svd(w_mu.T)[2][-1]  # z_dim > latent_dim: a direction mu_s ignores
+  np.testing.assert_allclose(models.condition(nets, params, z + 3.0 * null),
+                             models.condition(nets, params, z), atol=1e-4)
+
+
+def test_the_diffusion_loss_reaches_the_head_through_the_mu_s_condition(mu_s_conditioned):
+  nets, params = mu_s_conditioned
+  x0, x_t, t = _inputs(nets, batch=4)
+  eps = jax.random.normal(jax.random.key(7), x0.shape)
+  noise = jax.random.normal(jax.random.key(8), (4, nets.head.latent_dim))
+
+  def loss(p, code_noise):
+    z_sem = nets.diffae.apply({"params": p["diffae"]}, x0, method="encode")
+    cond = models.condition(nets, p, z_sem, code_noise)
+    pred = nets.diffae.apply({"params": p["diffae"]}, x_t, t, cond, method="denoise")
+    return jnp.mean(jnp.square(pred - eps))
+
+  for code_noise in (None, noise):
+    grads = jax.grad(loss)(params, code_noise)
+    for name in ("proj", "expand"):
+      assert float(jnp.abs(grads["head"][name]["kernel"]).max()) > 0, name
+  # A sampled condition trains the head's log-variance half too.
+  logvar_grad = jax.grad(loss)(params, noise)["head"]["proj"]["kernel"][:, nets.head.latent_dim:]
+  assert float(jnp.abs(logvar_grad).max()) > 0

@@ -1,12 +1,14 @@
 """The closed-loop objective: controller step responses, the distillation link's
 gradient routing, the loss terms, and per-branch clipping."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cldis_jax import config_lib, diffusion, objective, train_step
+from cldis_jax import (config_lib, diffusion, models as models_lib, objective, parallel,
+                       train_step)
 
 
 def _controller(**overrides):
@@ -15,16 +17,18 @@ def _controller(**overrides):
   return c
 
 
-def _run(c, diff_losses=None, kls=None, state=None):
+def _run(c, diff_losses=None, kls=None, state=None, dt_losses=None, infos=None):
   """Feeds a sequence of measurements; returns the final state and the betas."""
-  n = len(diff_losses if diff_losses is not None else kls)
-  diff_losses = np.ones(n) if diff_losses is None else diff_losses
-  kls = np.ones(n) if kls is None else kls
+  given = [x for x in (diff_losses, kls, dt_losses, infos) if x is not None]
+  n = len(given[0])
+  series = [np.ones(n) if x is None else np.asarray(x, np.float32)
+            for x in (diff_losses, kls, dt_losses, infos)]
   state = objective.init_controller(c) if state is None else state
-  update = jax.jit(lambda s, d, k: objective.update_controller(c, s, diff_loss=d, kl=k))
+  update = jax.jit(lambda s, d, k, t, i: objective.update_controller(
+      c, s, diff_loss=d, kl=k, dt_loss=t, diff_info=i))
   betas = []
-  for d, k in zip(diff_losses, kls):
-    state = update(state, jnp.float32(d), jnp.float32(k))
+  for d, k, t, i in zip(*series):
+    state = update(state, jnp.float32(d), jnp.float32(k), jnp.float32(t), jnp.float32(i))
     betas.append(float(state.beta))
   return state, np.array(betas)
 
@@ -91,6 +95,69 @@ def test_the_integral_does_not_wind_up_during_saturation():
   assert after[-1] < 3.8  # falling at the integral rate ki * |error| = 0.005 per step
 
 
+CAPACITY = dict(FEEDBACK, kind="diffusion_capacity", capacity=0.5, kl_max=20.0)
+DISTILL = dict(FEEDBACK, kind="distillation_feedback", dt_target=1.0)
+
+
+@pytest.mark.parametrize("kl, direction", [(8.0, +1), (2.0, -1), (5.0, 0)])
+def test_diffusion_capacity_tracks_the_information_the_code_carries(kl, direction):
+  """Set point = capacity * EMA(diffusion information): 0.5 * 10 nats = 5."""
+  state, betas = _run(_controller(**CAPACITY), kls=[kl] * 25, infos=[10.0] * 25)
+  np.testing.assert_array_equal(betas[:5], 2.0)  # warm-up
+  if direction == 0:
+    np.testing.assert_allclose(betas, 2.0, atol=1e-6)
+  else:
+    assert np.all(np.sign(np.diff(betas[4:])) == direction), betas
+  assert float(state.setpoint) == pytest.approx(5.0)
+  assert float(state.reference) == pytest.approx(10.0)
+
+
+def test_diffusion_capacity_lowers_beta_as_the_code_gains_information():
+  """The same KL: beta rises while the code carries little, then falls back
+  once the diffusion branch's information grows past KL / capacity."""
+  infos = [2.0] * 60 + [30.0] * 60
+  _, betas = _run(_controller(**CAPACITY), kls=[3.0] * 120, infos=infos)
+  peak = int(np.argmax(betas))
+  assert 59 <= peak <= 61 and 2.5 < betas[peak] < 4.0, betas
+  assert np.all(np.diff(betas[peak + 1:]) <= 0) and betas[-1] < betas[peak] - 0.5
+
+
+def test_diffusion_capacity_setpoint_is_capped():
+  state, _ = _run(_controller(**dict(CAPACITY, kl_max=3.0)), kls=[1.0] * 10, infos=[100.0] * 10)
+  assert float(state.setpoint) == 3.0
+
+
+@pytest.mark.parametrize("dt, direction", [(3.0, +1), (0.2, -1)])
+def test_distillation_feedback_raises_beta_while_the_student_lags(dt, direction):
+  _, betas = _run(_controller(**DISTILL), dt_losses=[dt] * 25)
+  np.testing.assert_array_equal(betas[:5], 2.0)
+  assert np.all(np.sign(np.diff(betas[4:])) == direction), betas
+
+
+def test_distillation_feedback_settles_inside_its_range_on_a_plant_that_responds():
+  """A toy plant where a higher beta shrinks the gap: L_dt = 3 / beta. The
+  loop must settle at beta = 3 (L_dt = target 1), strictly inside [1, 4]."""
+  c = _controller(**dict(DISTILL, ema_decay=0.0, ki=0.05))
+  update = jax.jit(lambda s, t: objective.update_controller(c, s, diff_loss=1.0, kl=1.0,
+                                                            dt_loss=t))
+  state, betas = objective.init_controller(c), []
+  for _ in range(600):
+    state = update(state, 3.0 / state.beta)
+    betas.append(float(state.beta))
+  assert 2.9 < betas[-1] < 3.1 and np.ptp(betas[-50:]) < 0.01
+
+
+@pytest.mark.parametrize("kind", ["diffusion_capacity", "distillation_feedback"])
+def test_new_laws_stay_in_bounds_and_do_not_wind_up(kind):
+  c = _controller(**dict({**CAPACITY, **DISTILL}, kind=kind))
+  high = dict(kls=[50.0] * 2000, infos=[1.0] * 2000, dt_losses=[50.0] * 2000)
+  state, betas = _run(c, **high)
+  assert betas.min() >= 1.0 and betas[-1] == 4.0
+  low = dict(kls=[0.0] * 50, infos=[1.0] * 50, dt_losses=[0.0] * 50)
+  _, after = _run(c, state=state, **low)
+  assert after[3] < 4.0 and after.min() >= 1.0, after[:10]
+
+
 def test_constant_never_moves():
   c = _controller(kind="constant", beta_init=4.0, beta_max=8.0)
   _, betas = _run(c, diff_losses=np.linspace(0.1, 10, 50), kls=np.linspace(100, 0, 50))
@@ -102,6 +169,17 @@ def test_bad_controller_settings_are_named():
     objective.init_controller(_controller(kind="pid"))
   with pytest.raises(ValueError, match="beta_min=1.0, beta_init=0.5"):
     objective.init_controller(_controller(beta_init=0.5))
+
+
+@pytest.mark.parametrize("branches, kind, match", [
+    ((), "constant", "non-empty subset"), (("vae", "unet"), "constant", "non-empty subset"),
+    (("diffae",), "pi_kl", "has no VAE"), (("vae",), "diffusion_feedback", "needs the diffusion"),
+    (("vae",), "distillation_feedback", "needs the diffusion")])
+def test_bad_branch_and_controller_pairs_are_named(branches, kind, match):
+  obj = config_lib.base_config().objective
+  obj.branches, obj.controller.kind = branches, kind
+  with pytest.raises(ValueError, match=match):
+    objective.check_objective(obj)
 
 
 @pytest.mark.parametrize("mutual", [False, True])
@@ -160,3 +238,33 @@ def test_each_branch_is_clipped_on_its_own():
   np.testing.assert_allclose(clipped["diffae"], [0.6, 0.8, 0.0], rtol=1e-6)
   np.testing.assert_allclose(np.linalg.norm(clipped["vae"]), 1.0, rtol=1e-6)
   np.testing.assert_allclose(clipped["head"], [0.1, 0.0], rtol=1e-6)
+
+
+def _train_steps(config, models, num_steps=3):
+  mesh = parallel.data_mesh()
+  state = train_step.init_state_on_mesh(config, models, jax.random.key(0), mesh)
+  step = train_step.make_train_step(config, models, mesh)
+  images = jax.random.uniform(jax.random.key(1), (4, 16, 16, 3), minval=-1, maxval=1)
+  for _ in range(num_steps):
+    state, aux = step(state, images, jax.random.key(2))
+  return jax.device_get(state), jax.device_get(aux)
+
+
+def test_a_branch_trained_alone_is_that_branch_of_the_open_loop(test_config, tiny_models):
+  """With the teacher under stop-gradient and a constant beta, CL-Dis trains
+  its VAE exactly as the VAE alone does (the baseline is the same network and
+  draws); the Diff-AE alone leaves the VAE and head untouched."""
+  open_loop = test_config.copy_and_resolve_references()
+  open_loop.objective.controller.kind = "constant"
+  fresh = models_lib.init_params(tiny_models, jax.random.key(0))
+  both, _ = _train_steps(open_loop, tiny_models)
+  vae_alone, aux = _train_steps(config_lib.apply_overrides(
+      open_loop, config_lib.nested({"objective.branches": ("vae",)})), tiny_models)
+  chex.assert_trees_all_equal(vae_alone.params["vae"], both.params["vae"])
+  chex.assert_trees_all_equal(vae_alone.params["diffae"], fresh["diffae"])
+  assert float(aux["loss_diff"]) == float(aux["loss_dt"]) == 0.0
+  diffae_alone, aux = _train_steps(config_lib.apply_overrides(
+      open_loop, config_lib.nested({"objective.branches": ("diffae",)})), tiny_models)
+  chex.assert_trees_all_equal(diffae_alone.params["vae"], fresh["vae"])
+  chex.assert_trees_all_equal(diffae_alone.params["head"], fresh["head"])
+  assert float(aux["loss"]) == float(aux["loss_diff"]) > 0
