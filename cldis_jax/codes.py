@@ -27,14 +27,26 @@ from cldis_jax import data
 REPRESENTATIONS = ("mu_s", "vae_mu", "z_sem_pca")
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def encode_batch(models, params, x):
-  """Images (B, H, W, C) in [-1, 1] -> mu_s, vae_mu, z_sem (float32)."""
-  z_sem = models.diffae.apply({"params": params["diffae"]}, x, method="encode")
-  mu_s, _ = models.head.apply({"params": params["head"]}, z_sem)
-  mu, _ = models.vae.apply({"params": params["vae"]}, x, method="encode")
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def encode_batch(models, params, x, branches=("diffae", "vae")):
+  """Images (B, H, W, C) in [-1, 1] -> mu_s, vae_mu, z_sem (float32); only
+  the codes of the networks in `branches` ("diffae": mu_s and z_sem)."""
   f32 = lambda a: a.astype(jnp.float32)
-  return dict(mu_s=f32(mu_s), vae_mu=f32(mu), z_sem=f32(z_sem))
+  out = {}
+  if "diffae" in branches:
+    z_sem = models.diffae.apply({"params": params["diffae"]}, x, method="encode")
+    mu_s, _ = models.head.apply({"params": params["head"]}, z_sem)
+    out.update(mu_s=f32(mu_s), z_sem=f32(z_sem))
+  if "vae" in branches:
+    mu, _ = models.vae.apply({"params": params["vae"]}, x, method="encode")
+    out["vae_mu"] = f32(mu)
+  return out
+
+
+def branches_of(representations) -> tuple[str, ...]:
+  """The networks that the representations need."""
+  return tuple(b for b, reps in (("diffae", ("mu_s", "z_sem_pca")), ("vae", ("vae_mu",)))
+               if any(r in reps for r in representations))
 
 
 def fit_pca(x: np.ndarray, num_components: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,8 +64,10 @@ class CodeTable:
   """Codes of every row of `source`, filled in as rows are requested."""
 
   def __init__(self, source, models, params, *, batch_size: int = 256,
-               reference_images: int = 10_000, seed: int = 0):
+               reference_images: int = 10_000, seed: int = 0,
+               representations=REPRESENTATIONS):
     self.source, self.models, self.params = source, models, params
+    self.branches = branches_of(representations)
     self.batch_size = batch_size
     self.num_rows = len(source)
     d = models.head.latent_dim
@@ -64,8 +78,9 @@ class CodeTable:
     self.reference = np.sort(rng.choice(self.num_rows, min(reference_images, self.num_rows),
                                         replace=False))
     z_sem = self._encode(self.reference, keep_z_sem=True)
-    self.pca_mean, self.pca_components = fit_pca(z_sem, d)
-    self.codes["z_sem_pca"][self.reference] = self._project(z_sem)
+    if z_sem is not None:
+      self.pca_mean, self.pca_components = fit_pca(z_sem, d)
+      self.codes["z_sem_pca"][self.reference] = self._project(z_sem)
 
   def _project(self, z_sem):
     return ((z_sem - self.pca_mean) @ self.pca_components.T).astype(np.float32)
@@ -79,12 +94,14 @@ class CodeTable:
       pad = self.batch_size - len(chunk)
       if pad:
         images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
-      out = jax.device_get(encode_batch(self.models, self.params, images))
+      out = jax.device_get(encode_batch(self.models, self.params, images, self.branches))
       out = {k: v[:len(chunk)] for k, v in out.items()}
-      self.codes["mu_s"][chunk], self.codes["vae_mu"][chunk] = out["mu_s"], out["vae_mu"]
-      if keep_z_sem:
+      for name in ("mu_s", "vae_mu"):
+        if name in out:
+          self.codes[name][chunk] = out[name]
+      if "z_sem" in out and keep_z_sem:
         kept.append(out["z_sem"])
-      else:
+      elif "z_sem" in out:
         self.codes["z_sem_pca"][chunk] = self._project(out["z_sem"])
       self.have[chunk] = True
       now = time.perf_counter()
@@ -95,7 +112,7 @@ class CodeTable:
         last_log = now
     self.encoded_images += len(rows)
     self.encode_seconds += time.perf_counter() - start
-    return np.concatenate(kept) if keep_z_sem else None
+    return np.concatenate(kept) if kept else None
 
   def ensure(self, indices) -> None:
     missing = np.unique(np.asarray(indices).reshape(-1))
@@ -110,6 +127,8 @@ class CodeTable:
     """A `metrics.protocol.Representation`: row indices -> codes [n, d_v]."""
     if name not in REPRESENTATIONS:
       raise ValueError(f"representation {name!r} is not one of {REPRESENTATIONS}")
+    if branches_of((name,))[0] not in self.branches:
+      raise ValueError(f"representation {name!r} was not encoded by this table")
 
     def lookup(indices):
       self.ensure(indices)

@@ -156,7 +156,8 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
                        f"{', '.join(codes_lib.REPRESENTATIONS)}")
   os.makedirs(out_dir, exist_ok=True)
   table = codes_lib.CodeTable(source, models, params, batch_size=e.encode_batch,
-                              reference_images=e.reference_images, seed=config.seed)
+                              reference_images=e.reference_images, seed=config.seed,
+                              representations=e.representations)
   if e.encode_all:
     table.encode_all()
   ground_truth = protocol.GroundTruth.of(source) if source.factor_space else None

@@ -121,6 +121,23 @@ def test_lazy_encoding_equals_encoding_everything_and_tad_runs(run, tmp_path):
   assert tad["exact"]["variant"] == "exact" and tad["exact"]["num_images"] == 100
 
 
+def test_a_table_of_some_representations_encodes_only_their_network(run):
+  """vae_mu alone (the VAE-alone baseline) needs no Diff-AE pass, and gives
+  the same codes as the table of every representation."""
+  config = run["config"]
+  state = checkpoint.Checkpoints(run["workdir"]).manager.restore(6)["state"]
+  params = jax.tree.map(np.asarray, state["ema_params"])
+  models = train.models_lib.build_models(config.model)
+  source, rows = HueGrid(), np.arange(0, 100, 7)
+  full = codes.CodeTable(source, models, params, reference_images=20)
+  vae = codes.CodeTable(source, models, dict(params, diffae=None, head=None),
+                        reference_images=20, representations=("vae_mu",))
+  np.testing.assert_array_equal(vae.representation("vae_mu")(rows),
+                                full.representation("vae_mu")(rows))
+  with pytest.raises(ValueError, match="'mu_s' was not encoded"):
+    vae.representation("mu_s")
+
+
 def test_unknown_metric_names_the_valid_ones(run, tmp_path):
   config = _config(metrics=("mig", "fid"))
   with pytest.raises(ValueError, match=r"unknown \['fid'\]; valid: factor_vae"):
