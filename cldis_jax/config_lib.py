@@ -119,6 +119,9 @@ def base_config() -> ml_collections.ConfigDict:
       w_vae=1.0,  # weight of the beta-VAE loss in the total
       w_dt=1.0,  # weight of the distillation KL L_dt
       mutual=False,  # True: L_dt also trains the VAE (teacher not stop-gradient)
+      # Weight of the mean squared correlation between the dims of mu_s over
+      # the batch (0: off): removes low-amplitude copies of active dims.
+      w_decorrelate=0.0,
       # model.condition = "mu_s": condition the denoiser on a sample of
       # N(mu_s, sigma_s^2) in training (the mean when decoding).
       sample_condition=False,

@@ -164,6 +164,19 @@ def distillation_loss(teacher_mu, teacher_logvar, mu_s, logvar_s, *, mutual: boo
   return distributions.kl_diag_gaussians(teacher_mu, teacher_logvar, mu_s, logvar_s)
 
 
+def correlation_penalty(codes, eps: float = 1e-6):
+  """Mean squared off-diagonal correlation between the dims of `codes` (B, d)
+  over the batch: 0 when every pair is uncorrelated. Correlation is scale-free,
+  so a low-amplitude copy of an active dim costs as much as a loud one."""
+  centred = codes - jnp.mean(codes, axis=0)
+  cov = centred.T @ centred / codes.shape[0]
+  std = jnp.sqrt(jnp.diag(cov) + eps)
+  corr = cov / (std[:, None] * std[None, :])
+  d = codes.shape[1]
+  off = corr * (1.0 - jnp.eye(d, dtype=corr.dtype))
+  return jnp.sum(jnp.square(off)) / (d * (d - 1))
+
+
 def diffusion_inputs(process: diffusion.Diffusion, x0, rng):
   """t ~ U{0..T-1}, eps ~ N(0, I) and x_t for the eps loss."""
   k_t, k_eps = jax.random.split(rng)
@@ -240,5 +253,8 @@ def closed_loop_loss(params, models, process, objective_config, beta, x0, rng):
     aux["loss_dt"] = jnp.mean(distillation_loss(vae["mu"], vae["logvar"], mu_s, logvar_s,
                                                 mutual=obj.mutual))
     loss = loss + obj.w_dt * aux["loss_dt"]
+    if obj.w_decorrelate:
+      aux["loss_decorrelate"] = correlation_penalty(mu_s)
+      loss = loss + obj.w_decorrelate * aux["loss_decorrelate"]
   aux["loss"] = loss
   return loss, aux

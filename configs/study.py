@@ -36,6 +36,11 @@ VARIANTS = {
     # The distillation link: its weight, and the VAE learning from it too.
     "cldis_w_dt_10": {"objective.w_dt": 10.0},
     "cldis_mutual": {"objective.mutual": True},
+    # Scale-free decorrelation of mu_s's dims (the student's leakage).
+    "cldis_condition_mu_s_decorrelate": {
+        "model.condition": "mu_s", "objective.sample_condition": True,
+        "objective.w_decorrelate": 1.0},
+    "cldis_decorrelate": {"objective.w_decorrelate": 1.0},
     # The baselines: each branch alone, same steps, batch and data.
     "vae_alone": dict(VAE_ALONE, **{"objective.controller.kind": "constant"}),
     "vae_alone_pi_kl": dict(VAE_ALONE, **{"objective.controller.kind": "pi_kl"}),

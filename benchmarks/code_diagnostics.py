@@ -1,6 +1,7 @@
-"""How much the denoiser of a trained workdir uses its semantic code.
+"""Two diagnostics of a trained workdir's codes: does the denoiser use its
+semantic code, and do the distilled code's quiet dims leak factor information.
 
-  python benchmarks/code_information.py --workdir /tmp/cldis_quickstart
+  python benchmarks/code_diagnostics.py --workdir /tmp/cldis_quickstart
 
 On --batches batches of --batch images (seeded rows of the dataset), with
 the latest checkpoint's EMA weights, for t uniform and one eps draw per
@@ -12,7 +13,12 @@ image, it prints:
 - I_diff, the nats by which the right code shortens the diffusion bound
   (`objective.diffusion_information`, what the `diffusion_capacity`
   controller measures during training), mean and standard error over the
-  batches.
+  batches;
+- for mu_s and vae_mu (sources with factors): each dim's std over
+  --reference images, and MIG (--mig_points points, the library's binning)
+  of all dims and of the dims whose std is at least --active_std alone. MIG
+  bins each dim over its own range, so a dim of tiny amplitude that copies an
+  active one lowers it as much as a loud copy would.
 """
 
 from absl import app, flags
@@ -20,13 +26,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cldis_jax import checkpoint, data, diffusion, models as models_lib, objective
+from cldis_jax import checkpoint, codes, data, diffusion, models as models_lib, objective
+from cldis_jax.metrics import mig, protocol
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A trained workdir.")
 flags.DEFINE_integer("batches", 16, "Batches to average over.")
 flags.DEFINE_integer("batch", 128, "Images per batch.")
 flags.DEFINE_integer("seed", 0, "Seed of the rows, t and eps.")
+flags.DEFINE_integer("reference", 3000, "Images for the per-dim std.")
+flags.DEFINE_integer("mig_points", 3000, "MIG's num_train.")
+flags.DEFINE_float("active_std", 0.1, "A dim with at least this std counts as active.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -62,6 +72,21 @@ def main(argv):
   print(f"eps MSE, own code:     {right.mean():.6f}")
   print(f"eps MSE, another code: {other.mean():.6f}")
   print(f"I_diff: {info.mean():.2f} ± {sem(info):.2f} nats per image (standard error)")
+  if not source.factor_space:
+    return
+  table = codes.CodeTable(source, models, params, reference_images=FLAGS.reference,
+                          seed=FLAGS.seed, representations=("mu_s", "vae_mu"))
+  truth = protocol.GroundTruth.of(source)
+  for rep in ("mu_s", "vae_mu"):
+    std = table.codes[rep][table.reference].std(axis=0)
+    active = std >= FLAGS.active_std
+    lookup = table.representation(rep)
+    score = lambda keep: mig.compute_mig(
+        truth, lambda rows: lookup(rows) * keep, np.random.RandomState(0),
+        num_train=FLAGS.mig_points, batch_size=16)["discrete_mig"]
+    print(f"{rep}: std per dim {np.array2string(std, precision=3)}; MIG {score(1.0):.3f} "
+          f"with all dims, {score(active.astype(np.float32)):.3f} with the {active.sum()} "
+          f"dims of std >= {FLAGS.active_std}")
 
 
 if __name__ == "__main__":
