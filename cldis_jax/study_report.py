@@ -116,24 +116,28 @@ def plot_training(config, records, path: str) -> str:
   return path
 
 
+REP_COLORS = {"mu_s": "tab:blue", "vae_mu": "tab:orange", "z_sem_pca": "tab:green"}
+
+
 def plot_metrics(config, summary, path: str,
                  labels=("FactorVAE", "MIG", "DCI-D", "beta-VAE", "CTD")) -> str:
-  """Bars per (variant, representation), one panel per metric, seed std as error bars."""
+  """Horizontal bars per (variant, representation), one panel per metric,
+  seed std as error bars, coloured by representation."""
   labels = [l for l in labels if any(k.endswith("/" + l) for v in summary.values() for k in v)]
-  fig, axes = plt.subplots(1, max(1, len(labels)), figsize=(4.5 * max(1, len(labels)), 4.5),
-                           squeeze=False)
+  rows = [(v, rep) for v in config.study.variants
+          for rep in dict.fromkeys(k.split("/", 1)[0] for k in summary.get(v, {}))]
+  height = 1.0 + 0.28 * max(1, len(rows))
+  fig, axes = plt.subplots(1, max(1, len(labels)), figsize=(4.0 * max(1, len(labels)) + 3,
+                                                            height), squeeze=False, sharey=True)
+  y = np.arange(len(rows))[::-1]
   for ax, label in zip(axes[0], labels):
-    names, means, stds = [], [], []
-    for variant in config.study.variants:
-      for key, s in summary.get(variant, {}).items():
-        rep, l = key.split("/", 1)
-        if l == label:
-          names.append(f"{variant}\n{rep}")
-          means.append(s["mean"])
-          stds.append(s["std"])
-    ax.bar(range(len(names)), means, yerr=stds, capsize=3, color="tab:blue")
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    cells = [summary.get(v, {}).get(f"{r}/{label}") for v, r in rows]
+    ax.barh(y, [c["mean"] if c else 0.0 for c in cells],
+            xerr=[c["std"] if c else 0.0 for c in cells], capsize=2,
+            color=[REP_COLORS.get(r, "tab:gray") for _, r in rows])
     ax.set_title(label)
+    ax.grid(axis="x", alpha=0.3)
+  axes[0][0].set_yticks(y, [f"{v} · {r}" for v, r in rows], fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=80)
   plt.close(fig)
