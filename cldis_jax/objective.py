@@ -1,13 +1,12 @@
 """The closed-loop objective: loss terms of both branches, the distillation link,
 and the beta controllers of the feedback link. Pure functions of arrays.
 
-  L = L_diff + w_vae * L_vae + w_dt * L_dt
-  L_diff = E_t,eps ||eps_theta(x_t, t, E(x0)) - eps||^2           (t uniform)
+  L = L_diff + w_vae * L_vae + w_dt * L_dt  (+ w_decorrelate * corr^2 of mu_s)
+  L_diff = E_t,eps ||eps_theta(x_t, t, c) - eps||^2  (t uniform; c = E(x0) or expand(mu_s))
   L_vae  = recon(x0 | z_v) + beta_k * KL(q(z_v | x0) || N(0, I))
   L_dt   = KL( sg[q(z_v | x0)] || N(mu_s, sigma_s^2) ),  (mu_s, log sigma_s^2) = H(E(x0))
 
-What is verified and what is ours (DESIGN.md section 1,
-reference/cldis_method_notes.md sections 1.3 and 3): CL-Dis is known to
+What is verified and what is ours (docs/method.md): CL-Dis is known to
 distill the VAE latent into the Diff-AE code with a KL loss and to adapt the
 VAE's disentanglement pressure from the diffusion branch. The exact feedback
 law, the loss weights and the gradient direction of L_dt are not published;
@@ -28,6 +27,13 @@ Controllers (`controller.kind`), all of the ControlVAE PI form. With a
   L_diff_ref, the reference being the EMA at the end of the controller's
   warm-up. While the diffusion branch fits better than r* times its reference,
   beta rises; when the distilled constraint hurts the diffusion fit, it falls.
+- "diffusion_capacity": u = EMA(KL) - C_k with C_k = capacity * EMA(I_diff),
+  I_diff the nats the semantic code saves the denoiser
+  (`diffusion_information`), capped at kl_max.
+- "distillation_feedback": u = EMA(L_dt) - dt_target: beta rises while the
+  Diff-AE's distilled code lags the VAE's, and falls once it has caught up.
+
+`branches` trains one branch alone (no links): the study's baselines.
 
 ControlVAE freezes its integrator while beta sits below its floor; clamping
 the integral to the range beta can actually use does the same at both bounds,
@@ -52,7 +58,7 @@ class ControllerState(NamedTuple):
   """Float32 scalars. `beta` is the value the next step's loss uses."""
   beta: jax.Array
   integral: jax.Array
-  ema: jax.Array       # EMA of the measured quantity (L_diff or KL)
+  ema: jax.Array       # EMA of the measured quantity (L_diff, KL or L_dt)
   # what the set point derives from: L_diff at the end of warm-up
   # (diffusion_feedback), the EMA of the diffusion information (diffusion_capacity)
   reference: jax.Array

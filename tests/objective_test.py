@@ -268,3 +268,15 @@ def test_a_branch_trained_alone_is_that_branch_of_the_open_loop(test_config, tin
   chex.assert_trees_all_equal(diffae_alone.params["vae"], fresh["vae"])
   chex.assert_trees_all_equal(diffae_alone.params["head"], fresh["head"])
   assert float(aux["loss"]) == float(aux["loss_diff"]) > 0
+
+
+def test_the_correlation_penalty_is_scale_free():
+  """A copy of an active dim at 1/100 of its amplitude costs like a full copy;
+  independent dims cost (almost) nothing."""
+  x = jax.random.normal(jax.random.key(0), (4096, 3))
+  assert float(objective.correlation_penalty(x)) < 1e-3
+  loud = x.at[:, 2].set(x[:, 0])
+  quiet = x.at[:, 2].set(0.01 * x[:, 0])
+  np.testing.assert_allclose(objective.correlation_penalty(quiet),
+                             objective.correlation_penalty(loud), rtol=2e-2)
+  assert float(objective.correlation_penalty(loud)) == pytest.approx(2 / 6, rel=1e-2)
