@@ -7,6 +7,7 @@ from) plus a `study` section:
 - `variants`: name -> overrides of the base config (nested, as
   `config_lib.nested` builds them from dotted keys);
 - `seeds`: every variant runs once per seed (`config.seed`);
+- `only`: variant names to run now (empty: all);
 - `shard`: "i/n" runs only every n-th run starting at i, so n processes on one
   study directory share the grid (each writes only its own runs; every
   process rewrites the summary from all the runs on disk).
@@ -78,13 +79,6 @@ def run_dir(workdir: str, variant: str, seed: int) -> str:
   return os.path.join(workdir, "runs", variant, f"seed{seed}")
 
 
-def _write_json(path: str, value) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)  # readers never see half a file
-
-
 def _curves(directory: str) -> dict[str, list[list[float]]]:
   scalars = writer_lib.read_scalars(directory)
   return {tag: [[step, value] for step, value in scalars[tag]]
@@ -111,12 +105,12 @@ def train_and_score(config, directory: str) -> dict:
       evaluation=os.path.join(directory, "eval", str(summary["step"]), "metrics.json"))
 
 
-def run(config, workdir: str) -> dict:
-  """`--mode=study`: runs every unfinished run of this shard, then returns
-  the summary (also written to `workdir`)."""
+def selected_runs(config) -> list[tuple[str, int]]:
+  """The runs this process owns (`study.only`, then `study.shard`), after
+  checking every run's config, so that nothing trains if one is bad."""
   config_lib.check_config(config)
   runs = runs_of(config)
-  for variant, seed in runs:  # every variant's config is valid before anything trains
+  for variant, seed in runs:
     config_lib.check_config(run_config(config, variant, seed))
   only = tuple(config.study.only)
   unknown = [v for v in only if v not in config.study.variants]
@@ -125,7 +119,13 @@ def run(config, workdir: str) -> dict:
                      f"{', '.join(config.study.variants)}")
   index, count = _shard(config.study.shard)
   mine = [r for r in runs if not only or r[0] in only]
-  mine = [r for i, r in enumerate(mine) if i % count == index]
+  return [r for i, r in enumerate(mine) if i % count == index]
+
+
+def run(config, workdir: str) -> dict:
+  """`--mode=study`: runs every unfinished run of this shard, then returns
+  the summary (also written to `workdir`)."""
+  runs, mine = runs_of(config), selected_runs(config)
   os.makedirs(workdir, exist_ok=True)
   todo = [r for r in mine if not os.path.exists(os.path.join(run_dir(workdir, *r), RESULT))]
   logging.info("study: %d runs (%d variants x %d seeds), %d in this shard, %d to do",
@@ -143,7 +143,7 @@ def run(config, workdir: str) -> dict:
       record.update(train_and_score(run_config(config, variant, seed), directory))
       if os.path.exists(os.path.join(directory, FAILED)):
         os.remove(os.path.join(directory, FAILED))
-      _write_json(os.path.join(directory, RESULT), record)
+      study_report.write_atomic(os.path.join(directory, RESULT), json.dumps(record, indent=1))
     except Preempted as e:
       logging.warning("study: %s; stopping (run the study again to resume)", e)
       break
@@ -151,7 +151,7 @@ def run(config, workdir: str) -> dict:
       logging.error("study: run %s seed %d failed: %s", variant, seed, e)
       record.update(status="failed", error=f"{type(e).__name__}: {e}",
                     traceback=traceback.format_exc())
-      _write_json(os.path.join(directory, FAILED), record)
+      study_report.write_atomic(os.path.join(directory, FAILED), json.dumps(record, indent=1))
     spent.append(time.perf_counter() - start)
     study_report.write(config, workdir, collect(config, workdir))
   results = collect(config, workdir)

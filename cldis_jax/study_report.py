@@ -144,6 +144,15 @@ def plot_metrics(config, summary, path: str,
   return path
 
 
+def write_atomic(path: str, text: str) -> None:
+  """Writes `path` through a temporary file, so readers (and other shards of
+  the study) never see half of it."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
 def write(config, workdir: str, records) -> dict:
   """Rewrites results.json, results.md, training.png and metrics.png."""
   proto = protocol(config)
@@ -152,12 +161,8 @@ def write(config, workdir: str, records) -> dict:
              dataset=config.data.name, seeds=list(config.study.seeds),
              variants=config.study.variants.to_dict(), summary=summary,
              runs=[{k: v for k, v in r.items() if k != "traceback"} for r in records])
-  tmp = os.path.join(workdir, "results.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(out, f, indent=1)
-  os.replace(tmp, os.path.join(workdir, "results.json"))
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(markdown(config, records, summary, proto))
+  write_atomic(os.path.join(workdir, "results.json"), json.dumps(out, indent=1))
+  write_atomic(os.path.join(workdir, "results.md"), markdown(config, records, summary, proto))
   if any(r.get("status") == "completed" for r in records):
     plot_training(config, records, os.path.join(workdir, "training.png"))
     plot_metrics(config, summary, os.path.join(workdir, "metrics.png"))
