@@ -126,7 +126,7 @@ def plot_metrics(config, summary, path: str,
   labels = [l for l in labels if any(k.endswith("/" + l) for v in summary.values() for k in v)]
   rows = [(v, rep) for v in config.study.variants
           for rep in dict.fromkeys(k.split("/", 1)[0] for k in summary.get(v, {}))]
-  height = 1.0 + 0.28 * max(1, len(rows))
+  height = max(3.0, 1.0 + 0.28 * len(rows))
   fig, axes = plt.subplots(1, max(1, len(labels)), figsize=(4.0 * max(1, len(labels)) + 3,
                                                             height), squeeze=False, sharey=True)
   y = np.arange(len(rows))[::-1]
