@@ -1,6 +1,6 @@
 """The codes the metrics evaluate, encoded from a source's images once.
 
-Three representations (`REPRESENTATIONS`, DESIGN.md section 1):
+Three representations (`REPRESENTATIONS`, docs/method.md):
 - `mu_s`: the distilled head's mean on z_sem (d_v dims), the default;
 - `vae_mu`: the beta-VAE encoder mean;
 - `z_sem_pca`: z_sem projected on its first d_v principal components, fitted

@@ -55,7 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
       # distilled mean, mapped to z_dim by the head; the diffusion loss then
       # has to pass through the code the metrics evaluate).
       condition="z_sem",
-      diffae=dict(  # reference/diffae_spec.md sections 0-2 (ffhq64 values)
+      diffae=dict(  # the official Diff-AE ffhq64 values (Preechakul et al., 2022)
           base_channels=64,
           channel_mult=(1, 2, 4, 8),
           enc_channel_mult=(1, 2, 4, 8, 8),
@@ -169,7 +169,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Navigation (cldis_jax.navigate, `--mode=navigate`): Voynov & Babenko's
   # direction discovery in z_sem with the trained model frozen. The objective
   # is our reconstruction of the paper's unpublished one
-  # (reference/cldis_method_notes.md section 2).
+  # (Voynov & Babenko, ICML 2020).
   config.navigate = ml_collections.ConfigDict(dict(
       num_directions=0,  # K; 0: model.latent_dim
       parameterization="unit",  # "unit" (unit-norm rows) or "ortho" (orthonormal, expm)
@@ -234,7 +234,7 @@ def base_config() -> ml_collections.ConfigDict:
       encode_batch=256,
       encode_all=False,  # True: encode every image first (DisDiff's route; same numbers)
       reference_images=10_000,  # encoded first: z_sem PCA fit and code scales
-      # disentanglement_lib protocol (reference/metrics_spec.md); keep these
+      # disentanglement_lib protocol (google-research/disentanglement_lib); keep these
       # values for numbers comparable with published tables.
       num_train=10_000,
       num_test=5_000,  # also FactorVAE's / beta-VAE's num_eval
@@ -252,7 +252,7 @@ def base_config() -> ml_collections.ConfigDict:
           entropy_threshold=0.2,
           range_min=0.2,  # grid variants: latents with a smaller range score 0.5
       ),
-      ctd=dict(  # reference/cldis_method_notes.md section 4 (cldis_jax.metrics.ctd)
+      ctd=dict(  # our label-free metric (cldis_jax.metrics.ctd)
           num_sources=16,
           steps=6,  # frames per side of the source
           range_sigma=3.0,  # the end frames sit at +-range_sigma std of the coordinate
@@ -335,7 +335,7 @@ def disentanglement64_config(data_name: str, *, channels: int = 3,
                              latent_dim: int = 10) -> ml_collections.ConfigDict:
   """The 64x64 recipe of configs/{shapes3d,dsprites,mpi3d,cars3d,celeba64}.py.
 
-  Published for CL-Dis: nothing (reference/cldis_method_notes.md 1.1). Our
+  Published for CL-Dis: nothing (docs/method.md). Our
   choices: the official Diff-AE ffhq64 networks (the only published 64-px
   Diff-AE), bf16 compute, global batch 64, 250k steps (16M samples), d_v = 10
   as in disentanglement_lib's models, the Burgess beta-VAE with a Bernoulli

@@ -1,7 +1,7 @@
 """Gaussian diffusion for an eps-predicting model: schedules, q_sample, the eps
 loss, "ddimN" timestep spacing, DDIM sampling and DDIM inversion.
 
-Follows `reference/diffae_spec.md` section 3 (phizaz/diffae `diffusion/base.py`,
+Follows the official Diff-AE code (phizaz/diffae `diffusion/base.py`,
 `diffusion/diffusion.py`). Tables are computed in float64 with numpy and every
 per-step coefficient is cast to float32 before use, as the official
 `_extract_into_tensor` does; with that, DDIM sampling matches the official

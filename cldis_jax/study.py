@@ -67,10 +67,9 @@ def _shard(spec: str) -> tuple[int, int]:
 
 def run_config(config, variant: str, seed: int):
   """The config of one run: the base without `study`, the variant's overrides, the seed."""
-  base = config.copy_and_resolve_references()
-  overrides = base.study.variants[variant].to_dict()
-  base.study = config_lib.base_config().study
-  out = config_lib.apply_overrides(base, overrides, where=f"study.variants.{variant}")
+  overrides = config.study.variants[variant].to_dict()
+  out = config_lib.apply_overrides(config, overrides, where=f"study.variants.{variant}")
+  out.study = config_lib.base_config().study
   out.seed = seed
   return out
 
