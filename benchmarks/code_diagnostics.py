@@ -18,7 +18,9 @@ image, it prints:
   --reference images, and MIG (--mig_points points, the library's binning)
   of all dims and of the dims whose std is at least --active_std alone. MIG
   bins each dim over its own range, so a dim of tiny amplitude that copies an
-  active one lowers it as much as a loud copy would.
+  active one lowers it as much as a loud copy would;
+- how well the student follows its teacher: the share of each vae_mu dim's
+  variance that the same dim of mu_s explains (R^2; 1 is a perfect copy).
 """
 
 from absl import app, flags
@@ -77,6 +79,9 @@ def main(argv):
   table = codes.CodeTable(source, models, params, reference_images=FLAGS.reference,
                           seed=FLAGS.seed, representations=("mu_s", "vae_mu"))
   truth = protocol.GroundTruth.of(source)
+  student, teacher = (table.codes[r][table.reference] for r in ("mu_s", "vae_mu"))
+  r2 = 1.0 - np.mean(np.square(student - teacher), axis=0) / np.var(teacher, axis=0)
+  print(f"R^2 of each vae_mu dim by the same mu_s dim: {np.array2string(r2, precision=2)}")
   for rep in ("mu_s", "vae_mu"):
     std = table.codes[rep][table.reference].std(axis=0)
     active = std >= FLAGS.active_std

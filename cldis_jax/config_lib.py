@@ -55,6 +55,11 @@ def base_config() -> ml_collections.ConfigDict:
       # distilled mean, mapped to z_dim by the head; the diffusion loss then
       # has to pass through the code the metrics evaluate).
       condition="z_sem",
+      # How the head z_sem -> (mu_s, log sigma_s^2) starts: "random" (PyTorch's
+      # Linear init) or "prior" (zero weights: every image's student is N(0, I)
+      # until the teacher moves it, so dims the teacher never uses stay constant
+      # instead of holding a random projection of z_sem).
+      head_init="random",
       diffae=dict(  # the official Diff-AE ffhq64 values (Preechakul et al., 2022)
           base_channels=64,
           channel_mult=(1, 2, 4, 8),
@@ -119,6 +124,12 @@ def base_config() -> ml_collections.ConfigDict:
       w_vae=1.0,  # weight of the beta-VAE loss in the total
       w_dt=1.0,  # weight of the distillation KL L_dt
       mutual=False,  # True: L_dt also trains the VAE (teacher not stop-gradient)
+      # L_dt = KL(VAE posterior || student) ("forward") or KL(student || VAE
+      # posterior) ("reverse"; objective.distillation_loss).
+      dt_direction="forward",
+      # Weight of the mean-matching term: each dim of mu_s fitted to the VAE's
+      # means relative to their spread over the batch (1 - R^2 per dim).
+      w_dt_mean=0.0,
       # Weight of the mean squared correlation between the dims of mu_s over
       # the batch (0: off): removes low-amplitude copies of active dims.
       w_decorrelate=0.0,
@@ -126,7 +137,8 @@ def base_config() -> ml_collections.ConfigDict:
       # N(mu_s, sigma_s^2) in training (the mean when decoding).
       sample_condition=False,
       controller=dict(
-          # "diffusion_feedback", "diffusion_capacity", "pi_kl" or "constant"
+          # "diffusion_feedback", "diffusion_paced", "diffusion_capacity",
+          # "distillation_feedback", "pi_kl" or "constant" (cldis_jax.objective)
           kind="diffusion_feedback",
           beta_init=1.0,  # beta before and during warm-up; "constant" keeps it
           beta_min=1.0,
@@ -134,12 +146,14 @@ def base_config() -> ml_collections.ConfigDict:
           kp=0.01,  # ControlVAE gains (Kp, and |Ki| with the sign built in)
           ki=0.001,
           ema_decay=0.99,  # EMA of the measured quantity (L_diff or KL)
-          warmup_steps=1000,  # diffusion_feedback: L_diff_ref = EMA at this step
+          warmup_steps=1000,  # diffusion_feedback/_paced: L_diff_ref = EMA at this step
           setpoint=1.0,  # diffusion_feedback: r* for r = EMA(L_diff) / L_diff_ref
           kl_start=0.5,  # pi_kl: set point C_k = min(start + step * (k // period), max)
           kl_step=0.15,
           kl_period=5000,
-          kl_max=16.0,  # pi_kl and diffusion_capacity: the set point's cap
+          # pi_kl and diffusion_capacity: the set point's cap; diffusion_paced:
+          # the capacity once the diffusion branch has removed all its error
+          kl_max=16.0,
           # diffusion_capacity: KL set point = capacity * EMA(information the
           # semantic code gives the denoiser, in nats)
           capacity=0.1,
@@ -233,6 +247,10 @@ def base_config() -> ml_collections.ConfigDict:
                "factor_response"),
       encode_batch=256,
       encode_all=False,  # True: encode every image first (DisDiff's route; same numbers)
+      # Draws of the evaluation (reference images, CTD sources, the probe's
+      # data): fixed, so runs of different training seeds are scored on the
+      # same images.
+      seed=0,
       reference_images=10_000,  # encoded first: z_sem PCA fit and code scales
       # disentanglement_lib protocol (google-research/disentanglement_lib); keep these
       # values for numbers comparable with published tables.

@@ -137,7 +137,7 @@ def _train_probe(config, source):
   logging.info("training the factor probe (%d steps)", p.steps)
   return factor_probe.train_probe(source, steps=p.steps, batch_size=p.batch_size,
                                   learning_rate=p.learning_rate, width=p.width,
-                                  test_images=p.test_images, seed=config.seed)
+                                  test_images=p.test_images, seed=config.evaluate.seed)
 
 
 def evaluate_params(config, models, params, source, out_dir: str, step: int,
@@ -156,7 +156,7 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
                        f"{', '.join(codes_lib.REPRESENTATIONS)}")
   os.makedirs(out_dir, exist_ok=True)
   table = codes_lib.CodeTable(source, models, params, batch_size=e.encode_batch,
-                              reference_images=e.reference_images, seed=config.seed,
+                              reference_images=e.reference_images, seed=e.seed,
                               representations=e.representations)
   if e.encode_all:
     table.encode_all()

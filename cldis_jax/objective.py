@@ -5,6 +5,7 @@ and the beta controllers of the feedback link. Pure functions of arrays.
   L_diff = E_t,eps ||eps_theta(x_t, t, c) - eps||^2  (t uniform; c = E(x0) or expand(mu_s))
   L_vae  = recon(x0 | z_v) + beta_k * KL(q(z_v | x0) || N(0, I))
   L_dt   = KL( sg[q(z_v | x0)] || N(mu_s, sigma_s^2) ),  (mu_s, log sigma_s^2) = H(E(x0))
+           (+ w_dt_mean * sum_j E_b[(mu_s - mu_v)_j^2] / Var_b(mu_v)_j, the means at their scale)
 
 What is verified and what is ours (docs/method.md): CL-Dis is known to
 distill the VAE latent into the Diff-AE code with a KL loss and to adapt the
@@ -32,6 +33,14 @@ Controllers (`controller.kind`), all of the ControlVAE PI form. With a
   (`diffusion_information`), capped at kl_max.
 - "distillation_feedback": u = EMA(L_dt) - dt_target: beta rises while the
   Diff-AE's distilled code lags the VAE's, and falls once it has caught up.
+- "diffusion_paced": u = EMA(KL) - C_k with the capacity C_k = kl_max *
+  clip(1 - EMA(L_diff) / L_diff_ref, 0, 1): the VAE may hold as many nats as
+  the share of its initial error the diffusion branch has removed allows
+  (Burgess et al.'s capacity, raised by the diffusion branch's progress
+  instead of a clock). While the VAE's KL runs ahead of the diffusion branch,
+  beta rises; once the capacity has opened past it, beta falls, and it
+  settles where KL = C. Its state keeps EMA(L_diff) in `ema` and EMA(KL) in
+  `signal`.
 
 `branches` trains one branch alone (no links): the study's baselines.
 
@@ -50,7 +59,7 @@ import jax.numpy as jnp
 from cldis_jax import diffusion, distributions, models as models_lib
 
 CONTROLLERS = ("constant", "pi_kl", "diffusion_feedback", "diffusion_capacity",
-               "distillation_feedback")
+               "distillation_feedback", "diffusion_paced")
 BRANCHES = ("diffae", "vae")
 
 
@@ -90,6 +99,9 @@ def check_objective(obj) -> None:
   if c.kind != "constant" and "vae" not in branches:
     raise ValueError(f"objective.controller.kind = {c.kind!r} sets the VAE's beta, but "
                      f"objective.branches = {branches!r} has no VAE; use 'constant'")
+  if obj.dt_direction not in DT_DIRECTIONS:
+    raise ValueError(f"objective.dt_direction = {obj.dt_direction!r}; valid: "
+                     f"{', '.join(DT_DIRECTIONS)}")
   if c.kind not in ("constant", "pi_kl") and "diffae" not in branches:
     raise ValueError(f"objective.controller.kind = {c.kind!r} needs the diffusion branch, "
                      f"but objective.branches = {branches!r}; use 'constant' or 'pi_kl'")
@@ -112,7 +124,7 @@ def kl_setpoint(c, step):
 
 
 MEASURED = {"pi_kl": "kl", "diffusion_capacity": "kl", "diffusion_feedback": "diff_loss",
-            "distillation_feedback": "dt_loss"}
+            "distillation_feedback": "dt_loss", "diffusion_paced": "diff_loss"}
 
 
 def update_controller(c, state: ControllerState, *, diff_loss, kl, dt_loss=None,
@@ -140,6 +152,13 @@ def update_controller(c, state: ControllerState, *, diff_loss, kl, dt_loss=None,
     signal = ema
     setpoint = jnp.clip(c.capacity * reference, 0.0, c.kl_max)
     pressure = signal - setpoint
+  elif c.kind == "diffusion_paced":
+    active = ~warm
+    reference = jnp.where(warm, ema, state.reference)
+    signal = smooth(state.signal, jnp.asarray(kl, jnp.float32))
+    progress = jnp.clip(1.0 - ema / jnp.maximum(reference, 1e-12), 0.0, 1.0)
+    setpoint = jnp.where(warm, 0.0, c.kl_max * progress)
+    pressure = signal - setpoint
   elif c.kind == "distillation_feedback":
     active = ~warm
     reference = state.reference
@@ -161,13 +180,41 @@ def update_controller(c, state: ControllerState, *, diff_loss, kl, dt_loss=None,
       setpoint=jnp.asarray(setpoint, jnp.float32), count=count)
 
 
-def distillation_loss(teacher_mu, teacher_logvar, mu_s, logvar_s, *, mutual: bool):
-  """Per-sample KL(q_vae || N(mu_s, sigma_s^2)) summed over dims; the VAE
-  posterior is a fixed teacher unless `mutual`."""
+DT_DIRECTIONS = ("forward", "reverse")
+
+
+def distillation_loss(teacher_mu, teacher_logvar, mu_s, logvar_s, *, mutual: bool,
+                      direction: str = "forward"):
+  """Per-sample KL between the VAE posterior q_v and the student N(mu_s,
+  sigma_s^2), summed over dims; the teacher is a constant unless `mutual`.
+
+  "forward": KL(q_v || student), the usual distillation direction; the
+  student may cover a teacher dim it cannot predict yet with a wide sigma_s,
+  which also weakens the gradient its mean gets. "reverse": KL(student ||
+  q_v); the mean's error is weighed by the teacher's precision, so the
+  student cannot widen its way out of an informative dim."""
   if not mutual:
     teacher_mu = jax.lax.stop_gradient(teacher_mu)
     teacher_logvar = jax.lax.stop_gradient(teacher_logvar)
+  if direction == "reverse":
+    return distributions.kl_diag_gaussians(mu_s, logvar_s, teacher_mu, teacher_logvar)
   return distributions.kl_diag_gaussians(teacher_mu, teacher_logvar, mu_s, logvar_s)
+
+
+def mean_matching_loss(teacher_mu, mu_s, *, mutual: bool, eps: float = 1e-4):
+  """Sum over dims of the batch's E[(mu_s - mu_v)^2] / Var(mu_v): each dim's
+  unexplained share (1 - R^2) of the teacher's means, at the means' own scale.
+
+  L_dt weighs a dim's mean error by the posterior variance, so a teacher dim
+  whose means spread 0.05 under a posterior of std ~1 costs the student
+  almost nothing to get wrong; the metrics read the means on their own
+  scale, so such a dim then carries leftovers of the active ones in mu_s.
+  This term weighs every dim by the spread of the teacher's means instead.
+  The teacher is a constant unless `mutual`; so is its variance, always."""
+  if not mutual:
+    teacher_mu = jax.lax.stop_gradient(teacher_mu)
+  var = jax.lax.stop_gradient(jnp.var(teacher_mu, axis=0))
+  return jnp.sum(jnp.mean(jnp.square(mu_s - teacher_mu), axis=0) / (var + eps))
 
 
 def correlation_penalty(codes, eps: float = 1e-6):
@@ -257,8 +304,11 @@ def closed_loop_loss(params, models, process, objective_config, beta, x0, rng):
   if linked:
     mu_s, logvar_s = models.head.apply({"params": params["head"]}, z_sem)
     aux["loss_dt"] = jnp.mean(distillation_loss(vae["mu"], vae["logvar"], mu_s, logvar_s,
-                                                mutual=obj.mutual))
+                                                mutual=obj.mutual, direction=obj.dt_direction))
     loss = loss + obj.w_dt * aux["loss_dt"]
+    if obj.w_dt_mean:
+      aux["loss_dt_mean"] = mean_matching_loss(vae["mu"], mu_s, mutual=obj.mutual)
+      loss = loss + obj.w_dt_mean * aux["loss_dt_mean"]
     if obj.w_decorrelate:
       aux["loss_decorrelate"] = correlation_penalty(mu_s)
       loss = loss + obj.w_decorrelate * aux["loss_decorrelate"]

@@ -41,7 +41,7 @@ from cldis_jax import config_lib, evaluate, study_report, train, writer as write
 RESULT, FAILED = "result.json", "failed.json"
 # The training curves kept for each run (the TensorBoard tags).
 CURVES = ("beta", "controller_signal", "controller_setpoint", "loss", "loss_diff", "loss_vae",
-          "vae_nll", "vae_kl", "loss_dt", "diff_info")
+          "vae_nll", "vae_kl", "loss_dt", "loss_dt_mean", "diff_info")
 
 
 def runs_of(config) -> list[tuple[str, int]]:

@@ -33,6 +33,24 @@ VARIANTS = {
     "cldis_diffusion_capacity": {"objective.controller.kind": "diffusion_capacity"},
     "cldis_pi_kl": {"objective.controller.kind": "pi_kl"},
     "cldis_distillation_feedback": {"objective.controller.kind": "distillation_feedback"},
+    "cldis_paced": {"objective.controller.kind": "diffusion_paced",
+                    "objective.controller.kl_max": 6.0},
+    # The reverse KL: the student cannot cover a teacher dim with a wide sigma_s.
+    "cldis_reverse": {"objective.dt_direction": "reverse"},
+    "cldis_paced_reverse": {"objective.controller.kind": "diffusion_paced",
+                            "objective.controller.kl_max": 4.8,
+                            "objective.dt_direction": "reverse"},
+    # ... with the head starting at the prior (zero weights).
+    "cldis_reverse_prior": {"objective.dt_direction": "reverse", "model.head_init": "prior"},
+    "cldis_paced_reverse_prior": {"objective.controller.kind": "diffusion_paced",
+                                  "objective.controller.kl_max": 4.8,
+                                  "objective.controller.ki": 0.02,
+                                  "objective.dt_direction": "reverse",
+                                  "model.head_init": "prior"},
+    # The student fitted to the teacher's means at their own scale.
+    "cldis_mean": {"objective.w_dt_mean": 1.0},
+    "cldis_paced_mean": {"objective.controller.kind": "diffusion_paced",
+                         "objective.controller.kl_max": 6.0, "objective.w_dt_mean": 1.0},
     # The denoiser conditioned on the distilled code (a sample of it in training).
     "cldis_condition_mu_s": {"model.condition": "mu_s", "objective.sample_condition": True},
     "cldis_condition_mu_s_capacity": {

@@ -274,3 +274,19 @@ def test_the_diffusion_loss_reaches_the_head_through_the_mu_s_condition(mu_s_con
   # A sampled condition trains the head's log-variance half too.
   logvar_grad = jax.grad(loss)(params, noise)["head"]["proj"]["kernel"][:, nets.head.latent_dim:]
   assert float(jnp.abs(logvar_grad).max()) > 0
+
+
+def test_prior_head_init_starts_every_student_at_the_prior_with_the_same_layout(
+    test_config, tiny_params):
+  config = test_config.copy_and_resolve_references()
+  config.model.head_init = "prior"
+  nets = models.build_models(config.model)
+  params = models.init_params(nets, jax.random.key(0))
+  chex.assert_trees_all_equal_shapes(params["head"], tiny_params["head"])
+  z_sem = jax.random.normal(jax.random.key(1), (4, config.model.diffae.z_dim))
+  mu, logvar = nets.head.apply({"params": params["head"]}, z_sem)
+  np.testing.assert_array_equal(mu, 0.0)
+  np.testing.assert_array_equal(logvar, 0.0)
+  config.model.head_init = "zeros"
+  with pytest.raises(ValueError, match="model.head_init = 'zeros'; valid: random, prior"):
+    models.init_params(models.build_models(config.model), jax.random.key(0))

@@ -147,15 +147,55 @@ def test_distillation_feedback_settles_inside_its_range_on_a_plant_that_responds
   assert 2.9 < betas[-1] < 3.1 and np.ptp(betas[-50:]) < 0.01
 
 
-@pytest.mark.parametrize("kind", ["diffusion_capacity", "distillation_feedback"])
+@pytest.mark.parametrize("kind", ["diffusion_capacity", "distillation_feedback",
+                                  "diffusion_paced"])
 def test_new_laws_stay_in_bounds_and_do_not_wind_up(kind):
   c = _controller(**dict({**CAPACITY, **DISTILL}, kind=kind))
   high = dict(kls=[50.0] * 2000, infos=[1.0] * 2000, dt_losses=[50.0] * 2000)
   state, betas = _run(c, **high)
   assert betas.min() >= 1.0 and betas[-1] == 4.0
-  low = dict(kls=[0.0] * 50, infos=[1.0] * 50, dt_losses=[0.0] * 50)
+  low = dict(kls=[0.0] * 50, infos=[1.0] * 50, dt_losses=[0.0] * 50, diff_losses=[0.1] * 50)
   _, after = _run(c, state=state, **low)
   assert after[3] < 4.0 and after.min() >= 1.0, after[:10]
+
+
+PACED = dict(FEEDBACK, kind="diffusion_paced", kl_max=10.0, beta_init=1.0)
+
+
+def test_diffusion_paced_capacity_is_the_share_of_the_error_the_diffusion_branch_removed():
+  """L_diff_ref = 2 at the end of warm-up; at L_diff = 0.5 three quarters of it
+  are gone: C = 0.75 * kl_max. Beta holds during warm-up, rises while the KL
+  is above C and falls while below."""
+  losses = [4.0, 3.0, 2.5, 2.0, 2.0] + [0.5] * 20
+  state, up = _run(_controller(**dict(PACED, beta_init=2.0)), diff_losses=losses,
+                   kls=[9.0] * 25)
+  np.testing.assert_array_equal(up[:5], 2.0)
+  assert float(state.reference) == pytest.approx(2.0)
+  assert float(state.setpoint) == pytest.approx(7.5)
+  assert float(state.signal) == pytest.approx(9.0)
+  assert np.all(np.diff(up[4:]) > 0), up
+  _, down = _run(_controller(**dict(PACED, beta_init=2.0)), diff_losses=losses,
+                 kls=[5.0] * 25)
+  assert np.all(np.diff(down[4:]) < 0), down
+
+
+def test_diffusion_paced_moves_both_ways_and_settles_inside_on_a_plant_that_responds():
+  """A toy VAE whose KL falls with beta (9 nats at beta 1, 4 at beta 4) and a
+  diffusion loss that decays: the capacity opens after the KL has run ahead,
+  so beta first rises, then falls back and settles where KL = C, strictly
+  inside [1, 4]."""
+  c = _controller(**dict(PACED, kl_max=6.0, beta_max=4.0, ki=0.005, ema_decay=0.9))
+  update = jax.jit(lambda s, d, k: objective.update_controller(c, s, diff_loss=d, kl=k))
+  state, betas = objective.init_controller(c), []
+  for k in range(1500):
+    state = update(state, 0.02 + np.exp(-k / 60.0), 9.0 - 5.0 * (state.beta - 1.0) / 3.0)
+    betas.append(float(state.beta))
+  betas = np.array(betas)
+  peak = int(np.argmax(betas))
+  assert betas[peak] > betas[-1] + 0.2 and peak < 700, betas[::100]
+  assert 1.0 < betas[-1] < 4.0 and np.ptp(betas[-100:]) < 0.02
+  kl = 9.0 - 5.0 * (betas[-1] - 1.0) / 3.0
+  assert kl == pytest.approx(float(state.setpoint), abs=0.05)
 
 
 def test_constant_never_moves():
@@ -174,11 +214,19 @@ def test_bad_controller_settings_are_named():
 @pytest.mark.parametrize("branches, kind, match", [
     ((), "constant", "non-empty subset"), (("vae", "unet"), "constant", "non-empty subset"),
     (("diffae",), "pi_kl", "has no VAE"), (("vae",), "diffusion_feedback", "needs the diffusion"),
-    (("vae",), "distillation_feedback", "needs the diffusion")])
+    (("vae",), "distillation_feedback", "needs the diffusion"),
+    (("vae",), "diffusion_paced", "needs the diffusion")])
 def test_bad_branch_and_controller_pairs_are_named(branches, kind, match):
   obj = config_lib.base_config().objective
   obj.branches, obj.controller.kind = branches, kind
   with pytest.raises(ValueError, match=match):
+    objective.check_objective(obj)
+
+
+def test_bad_distillation_direction_is_named():
+  obj = config_lib.base_config().objective
+  obj.dt_direction = "backward"
+  with pytest.raises(ValueError, match="'backward'; valid: forward, reverse"):
     objective.check_objective(obj)
 
 
@@ -203,12 +251,55 @@ def test_distillation_is_the_closed_form_kl_and_zero_when_student_matches():
   np.testing.assert_allclose(got, 1.0 + 2.0 / (2 * np.e**2) - 0.5, rtol=1e-6)
 
 
+def test_reverse_distillation_does_not_let_the_student_cover_an_informative_dim():
+  """A teacher dim with means spread N(0, 1) and posterior std 0.3. A student
+  that ignores the image and widens sigma_s to the teacher's marginal std pays
+  about 1.2 nats in the forward KL; in the reverse KL, which weighs the mean's
+  error by the teacher's precision, that cover costs over 5 nats, and the
+  student that predicts each mean pays the same as forward (both 0)."""
+  rng = np.random.default_rng(0)
+  t_mu = jnp.asarray(rng.normal(size=(4096, 1)), jnp.float32)
+  t_lv = jnp.full_like(t_mu, 2 * np.log(0.3))
+  cover_mu, cover_lv = jnp.zeros_like(t_mu), jnp.full_like(t_mu, np.log(1.0 + 0.09))
+  kl = lambda d, mu, lv: float(jnp.mean(objective.distillation_loss(
+      t_mu, t_lv, mu, lv, mutual=False, direction=d)))
+  assert kl("forward", cover_mu, cover_lv) == pytest.approx(0.5 * np.log(1.09 / 0.09), rel=0.02)
+  assert kl("reverse", cover_mu, cover_lv) > 5.0
+  assert kl("forward", t_mu, t_lv) == kl("reverse", t_mu, t_lv) == 0.0
+
+
+def test_mean_matching_is_each_dims_unexplained_share_whatever_its_scale():
+  """A student that predicts a loud dim (std 1) and a quiet one (std 0.05) each
+  with 10% of its spread as error costs 0.01 per dim on both; the KL of L_dt
+  would charge the quiet dim's error almost nothing."""
+  rng = np.random.default_rng(0)
+  teacher = rng.normal(size=(4096, 2)) * np.array([1.0, 0.05])
+  student = teacher + 0.1 * rng.normal(size=teacher.shape) * teacher.std(0)
+  t, s = jnp.asarray(teacher, jnp.float32), jnp.asarray(student, jnp.float32)
+  per_dim = lambda j: float(objective.mean_matching_loss(t[:, j:j + 1], s[:, j:j + 1],
+                                                         mutual=False, eps=0.0))
+  assert per_dim(0) == pytest.approx(0.01, rel=0.1)
+  assert per_dim(1) == pytest.approx(per_dim(0), rel=0.1)
+  assert float(objective.mean_matching_loss(t, s, mutual=False, eps=0.0)) == pytest.approx(
+      per_dim(0) + per_dim(1), rel=1e-5)
+  assert float(objective.mean_matching_loss(t, t, mutual=False)) == 0.0
+
+
+@pytest.mark.parametrize("mutual", [False, True])
+def test_mean_matching_trains_the_teacher_only_when_mutual(mutual):
+  rng = np.random.default_rng(2)
+  t, s = (jnp.asarray(rng.normal(size=(8, 3)), jnp.float32) for _ in range(2))
+  g_t, g_s = jax.grad(lambda a, b: objective.mean_matching_loss(a, b, mutual=mutual),
+                      argnums=(0, 1))(t, s)
+  assert np.abs(g_s).max() > 0 and (np.abs(g_t).max() > 0) == mutual
+
+
 def test_closed_loop_loss_sums_its_terms_and_routes_gradients(tiny_models, tiny_params):
   config = config_lib.base_config()
   process = diffusion.Diffusion.from_config(config.diffusion)
   x0 = jax.random.uniform(jax.random.key(3), (4, 16, 16, 3), minval=-1, maxval=1)
   obj = config.objective
-  obj.w_vae, obj.w_dt = 0.5, 2.0
+  obj.w_vae, obj.w_dt, obj.w_dt_mean = 0.5, 2.0, 0.25
 
   def loss(p, beta=3.0):
     return objective.closed_loop_loss(p, tiny_models, process, obj, jnp.float32(beta), x0,
@@ -217,12 +308,14 @@ def test_closed_loop_loss_sums_its_terms_and_routes_gradients(tiny_models, tiny_
   (total, aux), grads = jax.value_and_grad(loss, has_aux=True)(tiny_params)
   np.testing.assert_allclose(aux["loss_vae"], aux["vae_nll"] + 3.0 * aux["vae_kl"], rtol=1e-6)
   np.testing.assert_allclose(
-      total, aux["loss_diff"] + 0.5 * aux["loss_vae"] + 2.0 * aux["loss_dt"], rtol=1e-6)
+      total, aux["loss_diff"] + 0.5 * aux["loss_vae"] + 2.0 * aux["loss_dt"]
+      + 0.25 * aux["loss_dt_mean"], rtol=1e-6)
+  assert float(aux["loss_dt_mean"]) > 0
   assert all(np.isfinite(float(v)) for v in aux.values())
   for branch in ("diffae", "vae", "head"):
     assert float(train_step._norm(grads[branch])) > 0, branch  # pylint: disable=protected-access
   # The encoder learns from L_dt: its gradient changes with w_dt.
-  obj.w_dt = 0.0
+  obj.w_dt, obj.w_dt_mean = 0.0, 0.0
   grads0 = jax.grad(lambda p: loss(p)[0])(tiny_params)
   enc = lambda g: np.asarray(jax.tree.leaves(g["diffae"]["encoder"])[0])
   assert np.abs(enc(grads) - enc(grads0)).max() > 0

@@ -22,7 +22,8 @@ from cldis_jax.models.unet import UNet
 __all__ = ["BetaVAE", "DiffAE", "DistillHead", "Models", "SemanticEncoder", "UNet",
            "abstract_params", "build_models", "condition", "denoise", "init_params"]
 
-MODEL_KEYS = ("image_size", "in_channels", "latent_dim", "dtype", "condition", "diffae", "vae")
+MODEL_KEYS = ("image_size", "in_channels", "latent_dim", "dtype", "condition", "head_init", "diffae",
+              "vae")
 # What the denoiser is conditioned on: z_sem (Diff-AE), or the distilled mean
 # mu_s mapped back to z_dim by the head (the diffusion loss then shapes mu_s).
 CONDITIONS = ("z_sem", "mu_s")
@@ -61,7 +62,8 @@ def build_models(model_config) -> Models:
       vae=_make(BetaVAE, model_config.vae, "model.vae",
                 latent_dim=model_config.latent_dim, **shared),
       head=DistillHead(model_config.latent_dim, z_dim=z_dim,
-                       condition_dim=z_dim if condition == "mu_s" else 0))
+                       condition_dim=z_dim if condition == "mu_s" else 0,
+                       start=model_config.get("head_init", "random")))
 
 
 def condition(models: Models, params, z_sem, code_noise=None):

@@ -16,7 +16,13 @@ import jax.numpy as jnp
 from cldis_jax.models.layers import torch_bias_init, torch_kernel_init
 
 
-def _dense(features: int, fan_in: int) -> nn.Dense:
+HEAD_INITS = ("random", "prior")
+
+
+def _dense(features: int, fan_in: int, init: str = "random") -> nn.Dense:
+  if init == "prior":
+    return nn.Dense(features, dtype=jnp.float32, kernel_init=nn.initializers.zeros,
+                    bias_init=nn.initializers.zeros)
   return nn.Dense(features, dtype=jnp.float32, kernel_init=torch_kernel_init,
                   bias_init=torch_bias_init(fan_in))
 
@@ -25,9 +31,12 @@ class DistillHead(nn.Module):
   latent_dim: int
   z_dim: int
   condition_dim: int = 0  # > 0: the denoiser is conditioned on expand(mu_s)
+  start: str = "random"  # "prior": proj starts at zero, the student at N(0, I)
 
   def setup(self):
-    self.proj = _dense(2 * self.latent_dim, self.z_dim)
+    if self.start not in HEAD_INITS:
+      raise ValueError(f"model.head_init = {self.start!r}; valid: {', '.join(HEAD_INITS)}")
+    self.proj = _dense(2 * self.latent_dim, self.z_dim, self.start)
     if self.condition_dim:
       self.expand = _dense(self.condition_dim, self.latent_dim)
 
