@@ -126,7 +126,7 @@ def base_config() -> ml_collections.ConfigDict:
       mutual=False,  # True: L_dt also trains the VAE (teacher not stop-gradient)
       # L_dt = KL(VAE posterior || student) ("forward") or KL(student || VAE
       # posterior) ("reverse"; objective.distillation_loss).
-      dt_direction="forward",
+      dt_direction="reverse",
       # Weight of the mean-matching term: each dim of mu_s fitted to the VAE's
       # means relative to their spread over the batch (1 - R^2 per dim).
       w_dt_mean=0.0,
@@ -139,7 +139,7 @@ def base_config() -> ml_collections.ConfigDict:
       controller=dict(
           # "diffusion_feedback", "diffusion_paced", "diffusion_capacity",
           # "distillation_feedback", "pi_kl" or "constant" (cldis_jax.objective)
-          kind="diffusion_feedback",
+          kind="diffusion_paced",
           beta_init=1.0,  # beta before and during warm-up; "constant" keeps it
           beta_min=1.0,
           beta_max=8.0,
