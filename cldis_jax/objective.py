@@ -24,7 +24,7 @@ Controllers (`controller.kind`), all of the ControlVAE PI form. With a
 - "constant": beta = beta_init, always (the open-loop ablation).
 - "pi_kl": ControlVAE on the VAE's own KL: u = EMA(KL) - C_k with the set
   point C_k = min(kl_start + kl_step * (k // kl_period), kl_max).
-- "diffusion_feedback" (default): u = r* - r_k with r_k = EMA(L_diff) /
+- "diffusion_feedback": u = r* - r_k with r_k = EMA(L_diff) /
   L_diff_ref, the reference being the EMA at the end of the controller's
   warm-up. While the diffusion branch fits better than r* times its reference,
   beta rises; when the distilled constraint hurts the diffusion fit, it falls.
@@ -33,7 +33,7 @@ Controllers (`controller.kind`), all of the ControlVAE PI form. With a
   (`diffusion_information`), capped at kl_max.
 - "distillation_feedback": u = EMA(L_dt) - dt_target: beta rises while the
   Diff-AE's distilled code lags the VAE's, and falls once it has caught up.
-- "diffusion_paced": u = EMA(KL) - C_k with the capacity C_k = kl_max *
+- "diffusion_paced" (default): u = EMA(KL) - C_k with the capacity C_k = kl_max *
   clip(1 - EMA(L_diff) / L_diff_ref, 0, 1): the VAE may hold as many nats as
   the share of its initial error the diffusion branch has removed allows
   (Burgess et al.'s capacity, raised by the diffusion branch's progress
