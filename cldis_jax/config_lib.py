@@ -57,8 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
       condition="z_sem",
       # How the head z_sem -> (mu_s, log sigma_s^2) starts: "random" (PyTorch's
       # Linear init) or "prior" (zero weights: every image's student is N(0, I)
-      # until the teacher moves it, so dims the teacher never uses stay constant
-      # instead of holding a random projection of z_sem).
+      # until the teacher moves it; in the study it fitted the teacher worse).
       head_init="random",
       diffae=dict(  # the official Diff-AE ffhq64 values (Preechakul et al., 2022)
           base_channels=64,

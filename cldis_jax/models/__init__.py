@@ -22,8 +22,8 @@ from cldis_jax.models.unet import UNet
 __all__ = ["BetaVAE", "DiffAE", "DistillHead", "Models", "SemanticEncoder", "UNet",
            "abstract_params", "build_models", "condition", "denoise", "init_params"]
 
-MODEL_KEYS = ("image_size", "in_channels", "latent_dim", "dtype", "condition", "head_init", "diffae",
-              "vae")
+MODEL_KEYS = ("image_size", "in_channels", "latent_dim", "dtype", "condition", "head_init",
+              "diffae", "vae")
 # What the denoiser is conditioned on: z_sem (Diff-AE), or the distilled mean
 # mu_s mapped back to z_dim by the head (the diffusion loss then shapes mu_s).
 CONDITIONS = ("z_sem", "mu_s")
