@@ -12,7 +12,7 @@ directions x (2 * --ctd_steps + 1) frames at --ctd_resolution, rendered by
 the procedural scene (rendering not timed). `encode`: images/s of the code
 table (reading + encoding) for --config with random weights.
 `--parts=ctd_validation` prints CTD under the validation conditions of
-reference/cldis_method_notes.md 4.6 (32 px, 8 sources, 6 steps a side).
+`cldis_jax/metrics/ctd_validation.py` (32 px, 8 sources, 6 steps a side).
 """
 
 import time
@@ -58,7 +58,7 @@ def _ground_truth_table():
 
 
 def _ctd_validation():
-  """The notes' validation conditions (cldis_method_notes.md 4.6) at 32 px."""
+  """CTD's validation conditions (cldis_jax/metrics/ctd_validation.py) at 32 px."""
   eye = np.eye(5)
   mixed = lambda theta: ctd_validation.rotation(theta).T
   conditions = [("ground truth", eye, {}), *[(f"rotated theta={t:.2f}", mixed(t), {})

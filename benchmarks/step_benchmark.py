@@ -16,7 +16,7 @@ Any config field can be overridden the same way (--config.model.diffae.dropout=0
 directions and the reconstructor, Adam; on one device (as --mode=navigate).
 
 The `diffae` part is forward + backward + Adam (with global-norm clipping), the
-work the official PyTorch numbers in reference/stack_notes.md measure; `cldis`
+work the official PyTorch training step does (README, Benchmarks); `cldis`
 is the step `python -m cldis_jax.main` runs. Printed per part:
 compile time, median step time over --repeats runs after compilation (with min
 and max, to show the noise), images/s, XLA's flop count of the compiled step

@@ -1,9 +1,10 @@
 """Import official Diff-AE (phizaz/diffae) PyTorch weights into our DiffAE tree.
 
-`reference/diffae_spec.md` section 7. A Lightning `last.ckpt` holds
-`state_dict` with `model.*` (raw) and `ema_model.*` (EMA) weights; we import the
-EMA weights, as every official inference path does. A plain name -> array dict
-(`.npz`, or a `.pt`/`.pth` state dict) with the inner keys works too.
+The key layout is phizaz/diffae's (`model/unet.py`, `model/unet_autoenc.py`).
+A Lightning `last.ckpt` holds `state_dict` with `model.*` (raw) and
+`ema_model.*` (EMA) weights; we import the EMA weights, as every official
+inference path does. A plain name -> array dict (`.npz`, or a `.pt`/`.pth`
+state dict) with the inner keys works too.
 
 Every PyTorch key maps to exactly one leaf of our tree and back. Coverage is
 checked both ways: a missing, unexpected or mis-shaped key is an error that

@@ -1,6 +1,6 @@
 """Navigation (`--mode=navigate`): self-supervised discovery of K directions
 in z_sem space with the trained model frozen (Voynov & Babenko 2020, our
-reading of CL-Dis's navigation step; DESIGN.md section 2).
+reading of CL-Dis's navigation step; README, Navigate).
 
 One sample: a real image x, its z_sem, a direction k ~ U{0..K-1} and a shift
 eps = shift_max * U(-1, 1) with |eps| >= shift_min (sign kept). The shift is

@@ -11,9 +11,9 @@ centre-cropped to RES) with random horizontal flips, as in Diff-AE.
 
 Widths, multipliers, attention resolutions, batch sizes, optimiser and sample
 counts are those of phizaz/diffae `templates.py` (ffhq64_autoenc,
-ffhq128_autoenc_130M, ffhq256_autoenc), see reference/diffae_spec.md sections 0
-and 5. The official runs used fp16 autocast; we compute in bfloat16 on
-accelerators (`--config.model.dtype=float32` for full precision).
+ffhq128_autoenc_130M, ffhq256_autoenc). The official runs used fp16
+autocast; we compute in bfloat16 on accelerators
+(`--config.model.dtype=float32` for full precision).
 
 CL-Dis additions whose paper values are unknown (our choices, configurable):
 the beta-VAE co-pilot runs at the same resolution with d_v = 32.

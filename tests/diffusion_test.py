@@ -1,4 +1,5 @@
-"""Diffusion math against reference/diffae_spec.md section 3."""
+"""Diffusion math against the DDPM / DDIM formulas (Ho et al. 2020, Song et
+al. 2021) and phizaz/diffae."""
 
 import chex
 import jax

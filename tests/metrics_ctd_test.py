@@ -1,5 +1,5 @@
 """CTD on traversals rendered by the procedural Shapes3D-like scene with no
-model (reference/cldis_method_notes.md 4.6): the orderings it must keep."""
+model (cldis_jax/metrics/ctd_validation.py): the orderings it must keep."""
 
 import jax
 import numpy as np

@@ -1,5 +1,5 @@
 """The disentanglement_lib metrics: values on codes whose answer is known,
-the protocol's random stream, and the edge cases (reference/metrics_spec.md)."""
+the protocol's random stream, and the edge cases (google-research/disentanglement_lib)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""TAD on latents whose answer is known, in each variant (metrics_spec.md 8)."""
+"""TAD on latents whose answer is known, in each variant."""
 
 import numpy as np
 import pytest

@@ -10,7 +10,7 @@ from cldis_jax import config_lib, models
 from cldis_jax.models import heads, layers
 from conftest import config_path
 
-OFFICIAL_COUNTS = {  # reference/diffae_spec.md section 0: UNet, encoder
+OFFICIAL_COUNTS = {  # phizaz/diffae templates: UNet, encoder
     64: (71_518_723, 19_320_512),
     128: (103_871_619, 24_673_536),
     256: (138_341_891, 30_150_400),

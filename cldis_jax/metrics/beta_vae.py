@@ -1,5 +1,5 @@
 """beta-VAE score (Higgins et al. 2017), disentanglement_lib's `beta_vae.py`
-(reference/metrics_spec.md section 1).
+(google-research/disentanglement_lib, `evaluation/metrics/beta_vae.py`).
 
 An example fixes one factor across 64 pairs; its feature is the mean |z1 - z2|
 per code, its label the fixed factor. A logistic regression (see

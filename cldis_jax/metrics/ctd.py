@@ -1,5 +1,5 @@
 """CTD, the content-tracking disentanglement score: our label-free metric
-(reference/cldis_method_notes.md section 4).
+(our design; README, Evaluate).
 
 The CL-Dis paper describes a label-free metric that tracks content through
 latent traversals; its definition is not public. CTD is our design in that

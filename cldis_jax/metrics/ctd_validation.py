@@ -1,5 +1,5 @@
 """Traversals with known answers for CTD, rendered by the procedural
-Shapes3D-like scene with no model (reference/cldis_method_notes.md 4.6).
+Shapes3D-like scene with no model (our protocol).
 
 Five continuous factors, each scaled to [0, 1]: floor, wall and object hue,
 object scale (0.75..1.25) and camera orientation (-30..30 degrees); the shape

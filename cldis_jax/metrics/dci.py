@@ -1,5 +1,5 @@
 """DCI disentanglement, completeness and informativeness (Eastwood & Williams
-2018), disentanglement_lib's `dci.py` (reference/metrics_spec.md section 4).
+2018), disentanglement_lib's `evaluation/metrics/dci.py`.
 
 One gradient-boosted tree classifier per factor on the raw codes; its
 impurity importances form R[d, k]. This is the slowest metric by far (about

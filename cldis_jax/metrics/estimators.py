@@ -1,5 +1,5 @@
 """The sklearn estimators of the library's metrics, with their settings chosen
-deliberately (reference/metrics_spec.md section 0).
+deliberately (google-research/disentanglement_lib).
 
 disentanglement_lib calls `LogisticRegression()` and `LinearSVC(...)` with
 defaults that changed after it was written:

@@ -1,5 +1,5 @@
 """FactorVAE score (Kim & Mnih 2018), disentanglement_lib's `factor_vae.py`
-(reference/metrics_spec.md section 2).
+(google-research/disentanglement_lib).
 
 A vote fixes one factor over a batch of 64, and names the active code with
 the smallest variance relative to its global variance; a majority-vote

@@ -1,5 +1,5 @@
 """Dense optical flow by coarse-to-fine Horn-Schunck, in JAX (for CTD,
-reference/cldis_method_notes.md section 4.3).
+`cldis_jax/metrics/ctd.py`).
 
 `hs_flow(ya, yb)` estimates u with yb(p + u(p)) ~ ya(p) for one pair of
 [H, W] intensity images in [0, 1]: a Gaussian pyramid (sigma 1, then 2x2

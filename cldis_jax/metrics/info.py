@@ -1,5 +1,5 @@
 """Histogram discretisation and plug-in mutual information, as in
-disentanglement_lib's `utils.py` (reference/metrics_spec.md section 3)."""
+disentanglement_lib's `utils.py` (google-research/disentanglement_lib)."""
 
 import numpy as np
 

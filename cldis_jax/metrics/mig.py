@@ -1,5 +1,5 @@
 """Mutual Information Gap (Chen et al. 2018), disentanglement_lib's `mig.py`
-(reference/metrics_spec.md section 3)."""
+(google-research/disentanglement_lib)."""
 
 import numpy as np
 

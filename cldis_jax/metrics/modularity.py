@@ -1,5 +1,5 @@
 """Modularity and explicitness (Ridgeway & Mozer 2018), disentanglement_lib's
-`modularity_explicitness.py` (reference/metrics_spec.md section 6).
+`modularity_explicitness.py` (google-research/disentanglement_lib).
 
 Two deliberate departures, where the library crashes instead of answering:
 - a constant code dimension has std 0; the library's standardisation makes

@@ -1,5 +1,5 @@
 """disentanglement_lib's sampling protocol over a dataset whose observations
-are row indices (reference/metrics_spec.md sections 0 and 7).
+are row indices (google-research/disentanglement_lib, `evaluation/metrics/utils.py`).
 
 DisDiff and EncDiff encode every image of a data set once and hand the
 library a data set whose observations are row indices and a representation

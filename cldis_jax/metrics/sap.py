@@ -1,5 +1,5 @@
 """SAP score (Kumar et al. 2018), disentanglement_lib's `sap_score.py` with
-the studies' discrete factors (reference/metrics_spec.md section 5).
+the studies' discrete factors (google-research/disentanglement_lib).
 
 S[d, k] = test accuracy of a balanced `LinearSVC(C=0.01)` that predicts
 factor k from the single raw code d; SAP = mean over factors of the gap

@@ -1,5 +1,5 @@
 """TAD, Total AUROC Difference (Yeats et al., NashAE, ECCV 2022), for
-attribute-labelled data such as CelebA (reference/metrics_spec.md section 8).
+attribute-labelled data such as CelebA, as DisDiff and EncDiff compute it.
 
 For attribute i and latent j, A[i, j] is the direction-free AUROC of latent j
 alone as a score for y_i. An attribute is *captured* when its best AUROC is

@@ -1,6 +1,6 @@
 """The Diff-AE semantic encoder E_phi(x0) -> z_sem.
 
-`reference/diffae_spec.md` section 2 (phizaz/diffae `BeatGANsEncoderModel`): the
+phizaz/diffae `BeatGANsEncoderModel` (Preechakul et al., CVPR 2022): the
 UNet's encoder half with one extra level, unconditioned single-conv ResBlocks,
 then GN -> SiLU -> global average pool -> 1x1 conv. Deterministic, unnormalised.
 """

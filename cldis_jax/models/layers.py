@@ -1,8 +1,8 @@
 """Building blocks of the Diff-AE UNet and semantic encoder.
 
-Follows `reference/diffae_spec.md` sections 1.4-1.6 (phizaz/diffae `model/blocks.py`,
-`model/nn.py`). Names of submodules are chosen so that the converter in
-`cldis_jax.convert` can map every PyTorch key onto one Flax leaf:
+Follows phizaz/diffae `model/blocks.py` and `model/nn.py`. Names of
+submodules are chosen so that the converter in `cldis_jax.convert` can map
+every PyTorch key onto one Flax leaf:
 
   ResBlock:  in_norm, in_conv, emb_proj, cond_proj, out_norm, out_conv, skip
              (torch: in_layers.0, in_layers.2, emb_layers.1, cond_emb_layers.1,

@@ -1,6 +1,6 @@
 """The conditional UNet denoiser eps_theta(x_t, t, z_sem) of Diff-AE.
 
-`reference/diffae_spec.md` section 1 (phizaz/diffae `BeatGANsAutoencModel`). The
+phizaz/diffae `BeatGANsAutoencModel` (Preechakul et al., CVPR 2022). The
 block numbering (`input_blocks_{n}_{j}`, `middle_block_{j}`, `output_blocks_{n}_{j}`)
 mirrors the PyTorch module tree so that official weights convert one-to-one.
 """
