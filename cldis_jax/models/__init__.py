@@ -16,7 +16,7 @@ from cldis_jax.config_lib import check_known_keys
 from cldis_jax.models.beta_vae import BetaVAE
 from cldis_jax.models.diffae import DiffAE
 from cldis_jax.models.encoder import SemanticEncoder
-from cldis_jax.models.heads import DistillHead
+from cldis_jax.models.heads import HEAD_INITS, DistillHead
 from cldis_jax.models.unet import UNet
 
 __all__ = ["BetaVAE", "DiffAE", "DistillHead", "Models", "SemanticEncoder", "UNet",
@@ -54,6 +54,9 @@ def build_models(model_config) -> Models:
   if condition not in CONDITIONS:
     raise ValueError(f"model.condition = {condition!r} is not a condition; "
                      f"valid: {', '.join(CONDITIONS)}")
+  head_init = model_config.get("head_init", "random")
+  if head_init not in HEAD_INITS:
+    raise ValueError(f"model.head_init = {head_init!r}; valid: {', '.join(HEAD_INITS)}")
   z_dim = model_config.diffae.get("z_dim", DiffAE.z_dim)
   shared = dict(image_size=model_config.image_size,
                 in_channels=model_config.in_channels, dtype=model_config.dtype)
@@ -63,7 +66,7 @@ def build_models(model_config) -> Models:
                 latent_dim=model_config.latent_dim, **shared),
       head=DistillHead(model_config.latent_dim, z_dim=z_dim,
                        condition_dim=z_dim if condition == "mu_s" else 0,
-                       start=model_config.get("head_init", "random")))
+                       start=head_init))
 
 
 def condition(models: Models, params, z_sem, code_noise=None):

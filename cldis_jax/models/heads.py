@@ -34,8 +34,6 @@ class DistillHead(nn.Module):
   start: str = "random"  # "prior": proj starts at zero, the student at N(0, I)
 
   def setup(self):
-    if self.start not in HEAD_INITS:
-      raise ValueError(f"model.head_init = {self.start!r}; valid: {', '.join(HEAD_INITS)}")
     self.proj = _dense(2 * self.latent_dim, self.z_dim, self.start)
     if self.condition_dim:
       self.expand = _dense(self.condition_dim, self.latent_dim)
