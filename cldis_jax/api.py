@@ -11,9 +11,12 @@
   frames = model.traverse(x, [-3, 0, 3], kind="mu_s")   # every axis: (N, d_v, 3, H, W, C)
   mix = model.interpolate(x[:1], x[1:2], np.linspace(0, 1, 7))
 
-Every method takes images as uint8 (0..255) or float in [-1, 1], with or
-without the batch axis, returns numpy arrays (images in [-1, 1]; `to_uint8`
-converts), and runs a jitted function on whatever device JAX has.
+Every method takes images as uint8 (0..255) or float in [-1, 1] (within
+`FLOAT_TOLERANCE`), shaped (N, H, W, C) or (H, W, C) at the model's size,
+returns numpy arrays (images in [-1, 1]; `to_uint8` converts), and runs a
+jitted function on whatever device JAX has. Anything else (floats in 0..255,
+other integer types, NaN, an empty batch, a wrong shape, a string where
+arrays or a list of paths belong) is a ValueError naming what was expected.
 
 Edit strengths are in standard deviations of the data along the direction:
 for a learned direction, the std of z_sem projected on it; for axis j of
@@ -27,17 +30,40 @@ from typing import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from cldis_jax import checkpoint, codes, data, navigate, samples
+from cldis_jax import checkpoint, codes, data, errors, navigate, samples
 from cldis_jax.data.folder import load_image
 from cldis_jax.models.heads import mu_directions
 
 KINDS = ("navigation", "mu_s")
+FLOAT_TOLERANCE = 1e-3  # float images may stray this far outside [-1, 1]
 to_uint8 = samples.to_uint8
+
+
+class InputError(errors.UserError, ValueError):
+  """An argument of a `Trained` method that it cannot take."""
+
+
+def _finite(name: str, x: np.ndarray) -> np.ndarray:
+  if not np.all(np.isfinite(x)):
+    raise InputError(f"{name} contains NaN or inf")
+  return x
+
+
+def _array(name: str, x, dtype=None) -> np.ndarray:
+  if isinstance(x, (str, bytes)):
+    raise InputError(f"{name} is the string {x!r}; expected an array (image files: "
+                     "model.images([path, ...]))")
+  return np.asarray(x, dtype)
 
 
 def load_images(paths: Sequence[str], config) -> np.ndarray:
   """Image files of any size -> (N, H, W, C) in [-1, 1] at the config's
   resolution; a missing or unreadable file is an error naming it."""
+  if isinstance(paths, (str, bytes)):
+    raise InputError(f"paths is the string {paths!r}; expected a list of image files "
+                     f"([{paths!r}])")
+  if not len(paths):
+    raise InputError("paths is empty; expected a list of image files")
   m = config.model
   return data.to_model_range(np.stack([load_image(p, m.image_size, m.in_channels)
                                        for p in paths]))
@@ -79,18 +105,52 @@ class Trained:
   def images(self, paths: Sequence[str] = (), count: int = 0) -> np.ndarray:
     """Image files (any size: resized, centre-cropped), or `count` images
     spread over the dataset -> (N, H, W, C) in [-1, 1]."""
-    if paths:
+    if isinstance(paths, (str, bytes)) or len(paths):
       return load_images(paths, self.config)
+    if count < 1:
+      raise InputError(f"images() needs image files or count >= 1, got count={count}")
     return data.spread_images(self.source, count)
 
-  def _batch(self, x) -> jnp.ndarray:
-    x = np.asarray(x)
+  def _batch(self, x, name: str = "images") -> jnp.ndarray:
+    x = _array(name, x)
+    given = x.shape
     if x.ndim == 3:
       x = x[None]
-    if x.shape[1:] != self.image_shape:
-      raise ValueError(f"images of shape {x.shape[1:]} given; this model takes "
-                       f"{self.image_shape} (use model.images(paths) to resize files)")
-    return jnp.asarray(data.to_model_range(x) if x.dtype == np.uint8 else x, jnp.float32)
+    if x.ndim != 4 or x.shape[1:] != self.image_shape:
+      raise InputError(f"{name} of shape {given} given; this model takes "
+                       f"{self.image_shape} or (N,) + {self.image_shape} (use "
+                       "model.images(paths) to resize files)")
+    if not len(x):
+      raise InputError(f"{name} is an empty batch (shape {x.shape}); give at least one image")
+    if x.dtype == np.uint8:
+      return jnp.asarray(data.to_model_range(x), jnp.float32)
+    if not np.issubdtype(x.dtype, np.floating):
+      raise InputError(f"{name} has dtype {x.dtype}; expected uint8 (0..255) or float in "
+                       "[-1, 1]")
+    _finite(name, x)
+    low, high = float(x.min()), float(x.max())
+    if low < -1 - FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
+      raise InputError(f"{name} are floats in [{low:.3g}, {high:.3g}]; expected [-1, 1] "
+                       "(from 0..255: x / 127.5 - 1; or pass uint8)")
+    return jnp.asarray(x, jnp.float32)
+
+  def _codes(self, z_sem, n: int | None = None) -> jnp.ndarray:
+    z = _finite("z_sem", _array("z_sem", z_sem, np.float32))
+    z_dim = self.config.model.diffae.z_dim
+    if z.ndim == 1:
+      z = z[None]
+    if z.ndim != 2 or z.shape[1] != z_dim or not len(z) or (n is not None and len(z) != n):
+      want = f"({n if n is not None else 'N'}, {z_dim})"
+      raise InputError(f"z_sem of shape {z.shape} given; expected {want}")
+    return jnp.asarray(z)
+
+  def _noise(self, x_T) -> jnp.ndarray:
+    x = _finite("x_T", _array("x_T", x_T, np.float32))
+    if x.ndim == 3:
+      x = x[None]
+    if x.ndim != 4 or x.shape[1:] != self.image_shape or not len(x):
+      raise InputError(f"x_T of shape {x.shape} given; expected (N,) + {self.image_shape}")
+    return jnp.asarray(x)
 
   # --- the autoencoder ----------------------------------------------------------------
 
@@ -105,14 +165,15 @@ class Trained:
   def invert(self, x, z_sem=None) -> np.ndarray:
     """x_T (N, H, W, C) by DDIM inversion under z_sem (default: encode(x))."""
     x = self._batch(x)
-    z_sem = samples.encode(self.models, self.params, x) if z_sem is None else z_sem
-    return np.asarray(samples.invert(self.models, self.invert_process, self.params, x,
-                                     jnp.asarray(z_sem)))
+    z_sem = (samples.encode(self.models, self.params, x) if z_sem is None
+             else self._codes(z_sem, len(x)))
+    return np.asarray(samples.invert(self.models, self.invert_process, self.params, x, z_sem))
 
   def decode(self, z_sem, x_T) -> np.ndarray:
     """Images (N, H, W, C) in [-1, 1] from (z_sem, x_T) by DDIM."""
+    x_T = self._noise(x_T)
     return np.asarray(samples.decode(self.models, self.decode_process, self.params,
-                                     jnp.asarray(z_sem), jnp.asarray(x_T)))
+                                     self._codes(z_sem, len(x_T)), x_T))
 
   def reconstruct(self, x) -> np.ndarray:
     """decode(encode(x), invert(x))."""
@@ -151,7 +212,7 @@ class Trained:
       w_mu = kernel[:, :kernel.shape[1] // 2]
       sigma = np.sqrt(np.einsum("dk,de,ek->k", w_mu, self.z_cov(), w_mu))
       return np.asarray(mu_directions(self.params["head"])), sigma.astype(np.float32)
-    raise ValueError(f"direction kind {kind!r} is not one of {KINDS}")
+    raise InputError(f"direction kind {kind!r} is not one of {KINDS}")
 
   # --- edits --------------------------------------------------------------------------
 
@@ -163,9 +224,11 @@ class Trained:
     which = np.arange(len(directions)) if which is None else np.asarray(which, np.int64)
     bad = [int(k) for k in which if not 0 <= k < len(directions)]
     if bad:
-      raise ValueError(f"direction indices {bad} out of range: {kind} has "
+      raise InputError(f"direction indices {bad} out of range: {kind} has "
                        f"{len(directions)} directions (0..{len(directions) - 1})")
-    strengths = np.asarray(strengths, np.float32).reshape(-1)
+    strengths = _finite("strengths", _array("strengths", strengths, np.float32).reshape(-1))
+    if not len(strengths):
+      raise InputError("strengths is empty; give at least one strength (0: the reconstruction)")
     x = self._batch(x)
     z = samples.encode(self.models, self.params, x)
     x_T = samples.invert(self.models, self.invert_process, self.params, x, z)
@@ -180,10 +243,13 @@ class Trained:
   def interpolate(self, x_a, x_b, alphas) -> np.ndarray:
     """Image pairs -> (N, F, H, W, C) at alphas (F,) in [0, 1]: z_sem linear,
     x_T spherical (alpha 0 and 1 are the two reconstructions)."""
-    x_a, x_b = self._batch(x_a), self._batch(x_b)
+    x_a, x_b = self._batch(x_a, "x_a"), self._batch(x_b, "x_b")
+    if len(x_a) != len(x_b):
+      raise InputError(f"x_a has {len(x_a)} images and x_b {len(x_b)}; give pairs")
+    alphas = _finite("alphas", _array("alphas", alphas, np.float32).reshape(-1))
     z_a, z_b = (samples.encode(self.models, self.params, x) for x in (x_a, x_b))
     t_a = samples.invert(self.models, self.invert_process, self.params, x_a, z_a)
     t_b = samples.invert(self.models, self.invert_process, self.params, x_b, z_b)
     return np.asarray(samples.interpolate(self.models, self.decode_process, self.params,
                                           z_a, z_b, t_a, t_b,
-                                          jnp.asarray(alphas, jnp.float32)))
+                                          jnp.asarray(alphas)))

@@ -5,19 +5,37 @@ was trained with, under `<workdir>/checkpoints/<step>/` (training) or
 Saves are asynchronous and atomic (orbax writes `<step>.orbax-checkpoint-tmp`
 and renames it when complete), so a run killed mid-save leaves the previous
 checkpoint as the latest. `restore` checks the stored shapes against the
-config's before reading and names every mismatch.
+config's before reading and names every mismatch. A checkpoint that cannot be
+read (a truncated or deleted file) is moved aside to `<subdir>.corrupt/` by
+`restore_latest_intact`, which then resumes from the newest one that reads.
+
+Programs that only read a workdir (evaluate, edit, the API) open it with
+`read_only=True`: nothing is created, and a missing run is a clear error.
 """
 
+import datetime
 import os
+import shutil
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
-from cldis_jax import config_lib, models as models_lib, parallel, train_step
+from cldis_jax import config_lib, errors, models as models_lib, parallel, train_step
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(errors.UserError, ValueError):
   """A checkpoint whose arrays do not fit the model the config describes."""
+
+
+class CorruptCheckpointError(errors.UserError, OSError):
+  """A checkpoint whose files cannot be read."""
+
+
+def first_line(error: BaseException, limit: int = 240) -> str:
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  text = f"{type(error).__name__}: {lines[0] if lines else ''}"
+  return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _key_name(path) -> str:
@@ -29,15 +47,22 @@ class Checkpoints:
   """Keep-last-K checkpoints of {state, config} in `<workdir>/<subdir>`."""
 
   def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
-               subdir: str = "checkpoints"):
+               subdir: str = "checkpoints", read_only: bool = False):
     self.directory = os.path.join(os.path.abspath(workdir), subdir)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+    self.read_only = read_only
+    self.manager = None
+    if read_only and not os.path.isdir(self.directory):
+      return  # nothing to read, and nothing may be created
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                            enable_async_checkpointing=async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=dict(
         state=ocp.StandardCheckpointHandler(), config=ocp.JsonCheckpointHandler()))
 
   def latest_step(self):
-    return self.manager.latest_step()
+    return None if self.manager is None else self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return [] if self.manager is None else sorted(self.manager.all_steps())
 
   def save(self, step: int, state, config) -> None:
     """Starts saving (asynchronously unless async_save=False) {state, config} as `step`."""
@@ -49,12 +74,46 @@ class Checkpoints:
     """The state at `step` (default: the latest), shaped and sharded like
     `abstract_state`; CheckpointMismatchError names every differing array."""
     step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    stored = self.manager.item_metadata(step)["state"]
+    if step is None or self.manager is None:
+      raise errors.NoCheckpointError(f"no checkpoint in {self.directory}")
+    try:
+      stored = self.manager.item_metadata(step)["state"]
+    except Exception as e:  # pylint: disable=broad-except
+      raise CorruptCheckpointError(f"checkpoint {self.directory}/{step} cannot be read "
+                                   f"({first_line(e)})") from e
     self._check_shapes(stored, abstract_state, step)
-    return self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))["state"]
+    try:
+      return self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state)))["state"]
+    except Exception as e:  # pylint: disable=broad-except
+      raise CorruptCheckpointError(f"checkpoint {self.directory}/{step} cannot be read "
+                                   f"({first_line(e)})") from e
+
+  def restore_latest_intact(self, abstract_state):
+    """(step, state) of the newest checkpoint that restores, moving each newer
+    one that cannot be read aside to `<directory>.corrupt/` (never deleting
+    it); (None, None) when none is left."""
+    for step in reversed(self.all_steps()):
+      try:
+        return step, self.restore(abstract_state, step)
+      except CorruptCheckpointError as e:
+        moved = self._move_aside(step)
+        logging.warning("%s; moved to %s, resuming from the newest intact checkpoint",
+                        e, moved)
+    return None, None
+
+  def _move_aside(self, step: int) -> str:
+    target = os.path.join(self.directory + ".corrupt", str(step))
+    if os.path.exists(target):
+      stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+      target = f"{target}-{stamp}"
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    try:
+      shutil.move(os.path.join(self.directory, str(step)), target)
+    except FileNotFoundError:  # another process of a pod moved it first
+      pass
+    self.manager.reload()
+    return target
 
   def restore_config(self, step: int | None = None):
     """The stored config over `base_config()`'s defaults, so that sections
@@ -81,22 +140,35 @@ class Checkpoints:
           "with (stored next to it), or a fresh --workdir.")
 
   def wait(self):
-    self.manager.wait_until_finished()
+    if self.manager is not None:
+      self.manager.wait_until_finished()
 
   def close(self):
-    self.manager.close()
+    if self.manager is not None:
+      self.manager.close()
+
+
+def latest_trained_step(workdir: str) -> int:
+  """The latest training checkpoint's step; NoCheckpointError (read-only) if none."""
+  ckpt = Checkpoints(workdir, async_save=False, read_only=True)
+  try:
+    step = ckpt.latest_step()
+  finally:
+    ckpt.close()
+  if step is None:
+    raise errors.NoCheckpointError(
+        f"no checkpoint in {ckpt.directory}: train first "
+        f"(python -m cldis_jax.main --config ... --workdir {workdir})")
+  return step
 
 
 def restore_ema(config, workdir: str, step: int | None = None):
   """(step, models, EMA parameters on the host) of a trained workdir's latest
   (or given) training checkpoint, for the programs that use a trained model:
   evaluation, navigation, editing and `cldis_jax.api`."""
-  ckpt = Checkpoints(workdir, async_save=False)
+  step = latest_trained_step(workdir) if step is None else step
+  ckpt = Checkpoints(workdir, async_save=False, read_only=True)
   try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {ckpt.directory}: train first "
-                              f"(python -m cldis_jax.main --config ... --workdir {workdir})")
     models = models_lib.build_models(config.model)
     state = ckpt.restore(train_step.abstract_state(config, models, parallel.data_mesh()), step)
   finally:
@@ -104,12 +176,11 @@ def restore_ema(config, workdir: str, step: int | None = None):
   return step, models, jax.device_get(state.ema_params)
 
 
-def stored_config(workdir: str, subdir: str = "checkpoints"):
-  """The config stored with the latest checkpoint under `<workdir>/<subdir>`."""
-  ckpt = Checkpoints(workdir, async_save=False, subdir=subdir)
+def stored_config(workdir: str):
+  """The config stored with the latest training checkpoint of `workdir`."""
+  step = latest_trained_step(workdir)
+  ckpt = Checkpoints(workdir, async_save=False, read_only=True)
   try:
-    if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"no checkpoint in {ckpt.directory}")
-    return ckpt.restore_config()
+    return ckpt.restore_config(step)
   finally:
     ckpt.close()

@@ -13,6 +13,8 @@ from typing import Iterable, Mapping
 
 import ml_collections
 
+from cldis_jax import errors
+
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """`path/to/config.py[:arg]` -> `get_config(arg)`, as `--config` does."""
@@ -35,8 +37,8 @@ def check_known_keys(given: Mapping, valid: Iterable[str], where: str) -> None:
       hint = f"did you mean {', '.join(close)}?" if close else "no close match"
       problems.append(f"{where}.{key} ({hint})")
   if problems:
-    raise ValueError("unknown config key(s): " + "; ".join(problems)
-                     + f". Valid keys of {where}: {', '.join(valid)}")
+    raise errors.ConfigError("unknown config key(s): " + "; ".join(problems)
+                             + f". Valid keys of {where}: {', '.join(valid)}")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -298,15 +300,84 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
+# Sizes and cadences checked at start-up, before anything compiles: each must
+# be an integer of at least the given value (0 means "never" for cadences).
+MINIMUM_VALUES = {
+    "model.image_size": 8, "model.in_channels": 1, "model.latent_dim": 1,
+    "model.diffae.base_channels": 1, "model.diffae.num_res_blocks": 1,
+    "model.diffae.enc_num_res_blocks": 1, "model.diffae.num_heads": 1,
+    "model.diffae.embed_dim": 1, "model.diffae.z_dim": 1, "model.vae.hidden_channels": 1,
+    "model.vae.hidden_dim": 1, "diffusion.num_timesteps": 1, "diffusion.sample_steps": 1,
+    "train.batch_size": 1, "train.num_steps": 1, "train.log_every": 1,
+    "train.checkpoint_every": 0, "train.keep_checkpoints": 1, "samples.every": 0,
+    "samples.num_images": 1, "samples.traversal_steps": 1, "data.num_threads": 1,
+    "data.prefetch": 0, "evaluate.every": 0, "evaluate.encode_batch": 1,
+    "navigate.batch_size": 1, "navigate.num_steps": 1, "navigate.log_every": 1,
+    "navigate.checkpoint_every": 1, "navigate.keep_checkpoints": 1,
+    "navigate.reference_images": 2, "edit.num_strengths": 1, "edit.invert_steps": 1,
+    "edit.decode_steps": 1,
+}
+
+
+def check_values(config, where: str = "config") -> None:
+  """ConfigError naming every size or cadence below its minimum (MINIMUM_VALUES)."""
+  flat = flatten(config.to_dict())
+  bad = [f"{key} = {flat[key]!r} (valid: an integer >= {low})"
+         for key, low in MINIMUM_VALUES.items()
+         if key in flat and (isinstance(flat[key], bool) or not isinstance(flat[key], int)
+                             or flat[key] < low)]
+  if bad:
+    raise errors.ConfigError(f"{where}: " + "; ".join(bad))
+
+
 def check_config(config, reference=None, where: str = "config") -> None:
-  """Every key of `config` must exist in `base_config()` (recursively); an
-  empty section there (`study.variants`) takes any keys."""
-  reference = base_config() if reference is None else reference
+  """Every key of `config` must exist in `base_config()` (recursively; an
+  empty section there, `study.variants`, takes any keys), and every size and
+  cadence must be in range."""
+  top = reference is None
+  reference = base_config() if top else reference
   check_known_keys(config, reference.keys(), where)
   for key, value in config.items():
     if (isinstance(value, ml_collections.ConfigDict)
         and isinstance(reference[key], ml_collections.ConfigDict) and reference[key]):
       check_config(value, reference[key], f"{where}.{key}")
+  if top:
+    check_values(config, where)
+
+
+# Keys a resumed training may change: when things happen and what is measured
+# or drawn, never what is trained. A prefix covers a whole section.
+RESUMABLE_KEYS = ("train.num_steps", "train.log_every", "train.checkpoint_every",
+                  "train.keep_checkpoints", "train.async_checkpoints", "data.num_threads",
+                  "data.prefetch", "data.cache_mb", "data.cache_dir", "samples.", "navigate.",
+                  "edit.", "evaluate.", "study.")
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict:
+  """{"a": {"b": v}} -> {"a.b": v}, lists as tuples (configs and their JSON alike)."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      out.update(flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+  return out
+
+
+def training_changes(stored, current) -> list[str]:
+  """"key: old -> new" for every key outside RESUMABLE_KEYS whose value in
+  `current` differs from `stored` (the config a checkpoint was trained with)."""
+  old, new = flatten(stored.to_dict()), flatten(current.to_dict())
+  missing = object()
+  out = []
+  for key in sorted(set(old) | set(new)):
+    if key.startswith(RESUMABLE_KEYS) or key in RESUMABLE_KEYS:
+      continue
+    a, b = old.get(key, missing), new.get(key, missing)
+    if a != b:
+      show = lambda v: "(absent)" if v is missing else repr(v)
+      out.append(f"{key}: {show(a)} -> {show(b)}")
+  return out
 
 
 def nested(flat: Mapping[str, object]) -> dict:

@@ -17,9 +17,12 @@ names it (the official notebooks load with `strict=False`, which hides them).
 import os
 import re
 from typing import Any, Mapping
+import zipfile
 
 import numpy as np
 from flax import traverse_util
+
+from cldis_jax import errors
 
 # Our submodule names -> the official ones, inside a block.
 _LAYER_NAMES = {
@@ -39,7 +42,7 @@ _ATTENTION_LAYERS = ("qkv", "proj_out")  # Conv1d (O, I, 1) in PyTorch, Dense he
 LATENT_PREFIX = "latent_net."  # the latent DDIM of *_latent checkpoints: not ours
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(errors.UserError, ValueError):
   """The checkpoint's keys or shapes do not match the model built from the config."""
 
 
@@ -175,9 +178,14 @@ def _to_numpy(v):
 def load_state_dict(path: str, prefix: str = "ema_model.") -> dict[str, np.ndarray]:
   """Read an official `.ckpt`/`.pt`/`.pth` (torch, weights only) or an `.npz`."""
   if not os.path.exists(path):
-    raise FileNotFoundError(f"checkpoint {path!r} does not exist. Official Diff-AE "
-                            "checkpoints are linked from the phizaz/diffae README.")
+    raise errors.NoCheckpointError(f"checkpoint {path!r} does not exist. Official Diff-AE "
+                                   "checkpoints are linked from the phizaz/diffae README.")
   if path.endswith(".npz"):
+    if not zipfile.is_zipfile(path):
+      raise CheckpointMismatchError(
+          f"{path!r} is not an .npz archive (numpy's zip of .npy arrays); convert reads "
+          "an official Diff-AE .ckpt/.pt/.pth (PyTorch) or an .npz of its state dict "
+          "(numpy.savez of name -> array)")
     with np.load(path, allow_pickle=False) as data:
       raw = {k: data[k] for k in data.files}
   else:
@@ -234,4 +242,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("output", None, "Directory for the converted params (orbax).")
   flags.DEFINE_string("prefix", "ema_model.", "Which weights of a Lightning checkpoint.")
   flags.mark_flags_as_required(["config", "checkpoint", "output"])
-  app.run(main)
+  app.run(errors.reported(main))

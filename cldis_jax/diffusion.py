@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cldis_jax import errors
+
 
 def beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
   """'linear' (1e-4..0.02, scaled by 1000/T) or 'constX' (every beta = X), float64."""
@@ -28,8 +30,8 @@ def beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
   match = re.fullmatch(r"const([0-9.eE+-]+)", name)
   if match:
     return np.full(num_timesteps, float(match.group(1)), dtype=np.float64)
-  raise ValueError(f"unknown beta schedule {name!r}; valid: 'linear' or 'constX' "
-                   f"(e.g. 'const0.008')")
+  raise errors.ConfigError(f"unknown beta schedule {name!r}; valid: 'linear' or 'constX' "
+                           f"(e.g. 'const0.008')")
 
 
 def ddim_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
@@ -40,8 +42,8 @@ def ddim_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
     kept = np.arange(0, num_timesteps, stride)
     if len(kept) == num_steps:
       return kept
-  raise ValueError(f"cannot take exactly {num_steps} evenly strided DDIM steps out of "
-                   f"{num_timesteps} timesteps")
+  raise errors.ConfigError(f"cannot take exactly {num_steps} evenly strided DDIM steps out of "
+                           f"{num_timesteps} timesteps")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # identity hash: arrays can't be hashed

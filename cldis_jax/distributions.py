@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cldis_jax import errors
+
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
@@ -51,4 +53,4 @@ def reconstruction_nll(logits, x, likelihood: str):
     return _sum_per_sample(optax.sigmoid_binary_cross_entropy(logits, target))
   if likelihood == "gaussian":
     return _sum_per_sample(jnp.square(jax.nn.sigmoid(logits) - target))
-  raise ValueError(f"unknown likelihood {likelihood!r}; valid: {LIKELIHOODS}")
+  raise errors.ConfigError(f"unknown likelihood {likelihood!r}; valid: {LIKELIHOODS}")

@@ -25,14 +25,14 @@ from absl import logging
 import jax
 import numpy as np
 
-from cldis_jax import api, config_lib, data, grids, samples
+from cldis_jax import api, config_lib, data, errors, grids, samples
 
 
 def strengths_of(edit_config) -> np.ndarray:
   n = edit_config.num_strengths
   if n < 1 or n % 2 == 0:
-    raise ValueError(f"edit.num_strengths={n} must be odd, so that strength 0 (the "
-                     "reconstruction) is the middle column")
+    raise errors.ConfigError(f"edit.num_strengths={n} must be odd, so that strength 0 (the "
+                             "reconstruction) is the middle column")
   return np.linspace(-edit_config.strength, edit_config.strength, n, dtype=np.float32)
 
 
@@ -47,10 +47,10 @@ def run(config, workdir: str) -> dict:
   """`--mode=edit` on `workdir`'s latest training checkpoint."""
   config_lib.check_config(config)
   if jax.process_count() > 1:
-    raise RuntimeError("--mode=edit runs on one process: start it without --distributed")
+    raise errors.UsageError("--mode=edit runs on one process: start it without --distributed")
   e = config.edit
   if e.directions not in api.KINDS:
-    raise ValueError(f"edit.directions {e.directions!r} is not one of {api.KINDS}")
+    raise errors.ConfigError(f"edit.directions {e.directions!r} is not one of {api.KINDS}")
   strengths = strengths_of(e)
   names = list(e.images)
   files = api.load_images(names, config) if names else None  # checked before anything else

@@ -30,7 +30,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from cldis_jax import (checkpoint, codes as codes_lib, config_lib, data, grids, navigate,
+from cldis_jax import (checkpoint, codes as codes_lib, config_lib, data, errors, grids, navigate,
                        samples)
 from cldis_jax.metrics import (beta_vae, ctd, dci, factor_probe, factor_vae, mig, modularity,
                                protocol, sap, tad)
@@ -65,7 +65,7 @@ def _supervised(name, ground_truth, representation, e):
     return modularity.compute_modularity_explicitness(
         ground_truth, representation, rs, num_test=e.num_test, num_bins=e.num_bins,
         solver=e.logistic_solver, **sizes)
-  raise ValueError(f"unknown metric {name!r}; valid: {', '.join(METRICS)}")
+  raise errors.ConfigError(f"unknown metric {name!r}; valid: {', '.join(METRICS)}")
 
 
 def _has_attributes(source) -> bool:
@@ -149,11 +149,11 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
   e = config.evaluate
   unknown = [m for m in e.metrics if m not in METRICS]
   if unknown:
-    raise ValueError(f"evaluate.metrics has unknown {unknown}; valid: {', '.join(METRICS)}")
+    raise errors.ConfigError(f"evaluate.metrics has unknown {unknown}; valid: {', '.join(METRICS)}")
   for rep in e.representations:
     if rep not in codes_lib.REPRESENTATIONS:
-      raise ValueError(f"evaluate.representations has {rep!r}; valid: "
-                       f"{', '.join(codes_lib.REPRESENTATIONS)}")
+      raise errors.ConfigError(f"evaluate.representations has {rep!r}; valid: "
+                               f"{', '.join(codes_lib.REPRESENTATIONS)}")
   os.makedirs(out_dir, exist_ok=True)
   table = codes_lib.CodeTable(source, models, params, batch_size=e.encode_batch,
                               reference_images=e.reference_images, seed=e.seed,
@@ -266,15 +266,17 @@ def run(config, workdir: str) -> dict:
   """`--mode=evaluate`: the latest checkpoint in `workdir`, EMA weights."""
   config_lib.check_config(config)
   if jax.process_count() > 1:
-    raise RuntimeError("--mode=evaluate reads and encodes on one host: run it as a single "
-                       "process (without --distributed) on the trained workdir")
+    raise errors.UsageError("--mode=evaluate reads and encodes on one host: run it as a single "
+                            "process (without --distributed) on the trained workdir")
   step, models, params = checkpoint.restore_ema(config, workdir)
   source = data.build_source(config.data, image_size=config.model.image_size,
                              channels=config.model.in_channels)
   out_dir = os.path.join(workdir, "eval", str(step))
   directions = {}
-  if os.path.isdir(os.path.join(workdir, navigate.SUBDIR, "checkpoints")):
+  try:
     directions["navigation"] = navigate.directions_of(*navigate.restore(workdir))
+  except errors.NoCheckpointError:
+    pass  # not navigated: the traversal metrics cover the codes' axes only
   summary = evaluate_params(config, models, params, source, out_dir, step,
                             directions=directions)
   logging.info("wrote %s/metrics.json", out_dir)

@@ -1,15 +1,20 @@
 """Entry point: `python -m cldis_jax.main --config configs/<name>.py --mode=<mode>`.
 
 Kept thin on purpose: flags, optional multi-host initialisation, then a call
-into the library (which Colab notebooks and tests import directly).
+into the library (which Colab notebooks and tests import directly). User
+errors (a bad config value or override, a missing file, a locked workdir) end
+in one line, `error: ...`, and exit code 2; other errors keep their traceback.
 """
 
+import difflib
 import logging as std_logging
 import os
 
 from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
+
+from cldis_jax import config_lib, errors
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
@@ -33,6 +38,9 @@ flags.DEFINE_list("images", None, "edit: image files to edit (overrides config.e
 flags.DEFINE_integer("summary_depth", 2, "How many module levels the summary lists.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first (multi-host launches).")
+flags.DEFINE_bool("allow_config_change", False,
+                  "train: resume even if keys that change what is trained (model, data, "
+                  "batch, seed, objective, optimiser) differ from the checkpoint's config.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -41,20 +49,77 @@ def _quiet_orbax(record) -> bool:
   return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
 
 
+def _config_spec(argv) -> str:
+  """The value of --config in argv ('' if absent)."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg[len("--config="):]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return ""
+
+
+def _unknown_override(argv, error) -> str:
+  """The message for an override naming a key the config does not have."""
+  try:
+    base = config_lib.load_config(_config_spec(argv))
+  except Exception:  # pylint: disable=broad-except
+    return f"a --config override names an unknown key ({errors.one_line(error)})"
+  for arg in argv[1:]:
+    if not arg.startswith("--config."):
+      continue
+    path = arg[len("--config."):].partition("=")[0].split(".")
+    node, where = base, "config"
+    for key in path:
+      if not hasattr(node, "keys") or key not in node:
+        valid = sorted(node.keys()) if hasattr(node, "keys") else []
+        close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+        hint = (f"did you mean {', '.join(f'{where}.{c}' for c in close)}?" if close
+                else f"valid keys of {where}: {', '.join(valid)}")
+        return f"{arg.partition('=')[0]}: {where} has no key {key!r} ({hint})"
+      node, where = node[key], f"{where}.{key}"
+  return f"a --config override names an unknown key ({errors.one_line(error)})"
+
+
+def _parse_flags(argv):
+  """absl's parsing, with a bad --config or override as one line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:  # a config file that raised shows its traceback: keep its last line
+    message = str(e)
+    if "Traceback (most recent call last)" in message:
+      head = message.partition(":")[0]
+      message = f"{head}: {message.strip().splitlines()[-1].strip()}"
+    errors.fail(f"{errors.one_line(message)} (--helpshort lists the flags)")
+  except (AttributeError, KeyError) as e:  # ml_collections: no such key
+    errors.fail(_unknown_override(argv, e))
+
+
+def _config():
+  """--config, loaded: a missing file is a one-line error, not a traceback."""
+  spec = config_flags.get_config_filename(FLAGS["config"])
+  path = spec.partition(":")[0]
+  if not os.path.isfile(path):
+    raise errors.ConfigError(f"--config {spec}: no such file {path!r} (the configs are in "
+                             "configs/*.py)")
+  return FLAGS.config
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_quiet_orbax)
+  config = _config()
   if FLAGS.distributed:
     jax.distributed.initialize()
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(),
                jax.process_count(), jax.devices())
-  config = FLAGS.config
   if FLAGS.mode == "train":
     if not FLAGS.workdir:
       raise app.UsageError("--mode=train needs --workdir (checkpoints, events, samples)")
     from cldis_jax import train  # pylint: disable=g-import-not-at-top
-    train.train_and_evaluate(config, FLAGS.workdir)
+    train.train_and_evaluate(config, FLAGS.workdir,
+                             allow_config_change=FLAGS.allow_config_change)
   elif FLAGS.mode == "evaluate":
     if not FLAGS.workdir:
       raise app.UsageError("--mode=evaluate needs --workdir (the trained run)")
@@ -88,4 +153,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(errors.reported(main), flags_parser=_parse_flags)

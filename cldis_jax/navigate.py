@@ -30,8 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cldis_jax import (checkpoint, codes, config_lib, data, diffusion, grids,
-                       models as models_lib, preemption, samples, writer as writer_lib)
+from cldis_jax import (checkpoint, codes, config_lib, data, diffusion, errors, grids,
+                       models as models_lib, preemption, samples, workdir_lock,
+                       writer as writer_lib)
 from cldis_jax.models.navigator import Directions, Reconstructor
 
 SUBDIR = "navigation"
@@ -73,8 +74,8 @@ def decoding_process(diffusion_config, t_start: float, steps: int) -> diffusion.
   full = diffusion.Diffusion.from_config(diffusion_config)
   top = int(round(t_start * (full.num_timesteps - 1)))
   if not 1 <= steps <= top:
-    raise ValueError(f"navigate.decode_steps={steps} must be in [1, {top}] for "
-                     f"navigate.t_start={t_start}")
+    raise errors.ConfigError(f"navigate.decode_steps={steps} must be in [1, {top}] for "
+                             f"navigate.t_start={t_start}")
   kept = np.round(np.arange(1, steps + 1) * top / steps).astype(np.int64)
   return diffusion.Diffusion(full.timesteps[kept], full.alphas_cumprod[kept])
 
@@ -101,7 +102,7 @@ def direction_sigma(directions, z_cov, shift_scale: str):
   elif shift_scale == "global":
     var = jnp.full(directions.shape[:1], jnp.linalg.eigvalsh(z_cov)[-1])
   else:
-    raise ValueError(f"navigate.shift_scale {shift_scale!r} is not one of {SHIFT_SCALES}")
+    raise errors.ConfigError(f"navigate.shift_scale {shift_scale!r} is not one of {SHIFT_SCALES}")
   return jnp.sqrt(jnp.maximum(var, 1e-12))
 
 
@@ -239,12 +240,12 @@ def directions_of(config, nav: NavModels, state: NavState) -> tuple[np.ndarray, 
 def restore(workdir: str, config=None):
   """(config, NavModels, NavState) of `<workdir>/navigation`'s latest
   checkpoint, with the navigation config stored there unless one is given."""
-  ckpt = checkpoint.Checkpoints(workdir, async_save=False,
+  ckpt = checkpoint.Checkpoints(workdir, async_save=False, read_only=True,
                                 subdir=os.path.join(SUBDIR, "checkpoints"))
   try:
     if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"no navigation checkpoint in {ckpt.directory}: run "
-                              f"--mode=navigate on {workdir} first")
+      raise errors.NoCheckpointError(f"no navigation checkpoint in {ckpt.directory}: run "
+                                            f"--mode=navigate on {workdir} first")
     config = config or ckpt.restore_config()
     nav = build(config)
     state = ckpt.restore(abstract_state(config, nav))
@@ -267,10 +268,17 @@ def traversal_grid(config, models, params, nav, state, source) -> np.ndarray:
 
 
 def run(config, workdir: str) -> dict:
-  """`--mode=navigate` on `workdir`'s latest training checkpoint (EMA weights)."""
+  """`--mode=navigate` on `workdir`'s latest training checkpoint (EMA weights),
+  holding the workdir's writer lock."""
   config_lib.check_config(config)
   if jax.process_count() > 1:
-    raise RuntimeError("--mode=navigate runs on one process: start it without --distributed")
+    raise errors.UsageError("--mode=navigate runs on one process: start it without --distributed")
+  checkpoint.latest_trained_step(workdir)  # a clear error before anything is written
+  with workdir_lock.WorkdirLock(workdir, "navigate"):
+    return _run_locked(config, workdir)
+
+
+def _run_locked(config, workdir: str) -> dict:
   model_step, models, params = checkpoint.restore_ema(config, workdir)
   source = data.build_source(config.data, image_size=config.model.image_size,
                              channels=config.model.in_channels)

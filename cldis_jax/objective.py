@@ -56,7 +56,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from cldis_jax import diffusion, distributions, models as models_lib
+from cldis_jax import diffusion, distributions, errors, models as models_lib
 
 CONTROLLERS = ("constant", "pi_kl", "diffusion_feedback", "diffusion_capacity",
                "distillation_feedback", "diffusion_paced")
@@ -78,13 +78,14 @@ class ControllerState(NamedTuple):
 
 def check_controller(c) -> None:
   if c.kind not in CONTROLLERS:
-    raise ValueError(f"objective.controller.kind = {c.kind!r} is not a controller; "
-                     f"valid: {', '.join(CONTROLLERS)}")
+    raise errors.ConfigError(f"objective.controller.kind = {c.kind!r} is not a controller; "
+                             f"valid: {', '.join(CONTROLLERS)}")
   if not 0 <= c.beta_min <= c.beta_init <= c.beta_max:
-    raise ValueError("objective.controller needs 0 <= beta_min <= beta_init <= beta_max, got "
-                     f"beta_min={c.beta_min}, beta_init={c.beta_init}, beta_max={c.beta_max}")
+    raise errors.ConfigError(
+        "objective.controller needs 0 <= beta_min <= beta_init <= beta_max, got "
+        f"beta_min={c.beta_min}, beta_init={c.beta_init}, beta_max={c.beta_max}")
   if not 0 <= c.ema_decay < 1:
-    raise ValueError(f"objective.controller.ema_decay = {c.ema_decay} must be in [0, 1)")
+    raise errors.ConfigError(f"objective.controller.ema_decay = {c.ema_decay} must be in [0, 1)")
 
 
 def check_objective(obj) -> None:
@@ -92,19 +93,19 @@ def check_objective(obj) -> None:
   branches = tuple(obj.branches)
   if not branches or any(b not in BRANCHES for b in branches) or len(set(branches)) < len(
       branches):
-    raise ValueError(f"objective.branches = {branches!r}; valid: a non-empty subset of "
-                     f"{BRANCHES} (both: CL-Dis; one: that branch trained alone)")
+    raise errors.ConfigError(f"objective.branches = {branches!r}; valid: a non-empty subset of "
+                             f"{BRANCHES} (both: CL-Dis; one: that branch trained alone)")
   c = obj.controller
   check_controller(c)
   if c.kind != "constant" and "vae" not in branches:
-    raise ValueError(f"objective.controller.kind = {c.kind!r} sets the VAE's beta, but "
-                     f"objective.branches = {branches!r} has no VAE; use 'constant'")
+    raise errors.ConfigError(f"objective.controller.kind = {c.kind!r} sets the VAE's beta, but "
+                             f"objective.branches = {branches!r} has no VAE; use 'constant'")
   if obj.dt_direction not in DT_DIRECTIONS:
-    raise ValueError(f"objective.dt_direction = {obj.dt_direction!r}; valid: "
-                     f"{', '.join(DT_DIRECTIONS)}")
+    raise errors.ConfigError(f"objective.dt_direction = {obj.dt_direction!r}; valid: "
+                             f"{', '.join(DT_DIRECTIONS)}")
   if c.kind not in ("constant", "pi_kl") and "diffae" not in branches:
-    raise ValueError(f"objective.controller.kind = {c.kind!r} needs the diffusion branch, "
-                     f"but objective.branches = {branches!r}; use 'constant' or 'pi_kl'")
+    raise errors.ConfigError(f"objective.controller.kind = {c.kind!r} needs the diffusion branch, "
+                             f"but objective.branches = {branches!r}; use 'constant' or 'pi_kl'")
 
 
 def init_controller(c) -> ControllerState:

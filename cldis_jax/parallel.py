@@ -5,6 +5,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from cldis_jax import errors
+
 DATA_AXIS = "data"
 
 
@@ -23,8 +25,8 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def check_batch_divides(batch_size: int, mesh: Mesh, what: str = "train.batch_size") -> None:
   if batch_size <= 0 or batch_size % mesh.size:
-    raise ValueError(f"{what} = {batch_size} does not divide over the {mesh.size} devices "
-                     f"of the mesh; use a positive multiple of {mesh.size}")
+    raise errors.ConfigError(f"{what} = {batch_size} does not divide over the {mesh.size} devices "
+                             f"of the mesh; use a positive multiple of {mesh.size}")
 
 
 def local_rows(sharding: NamedSharding, global_batch: int) -> slice:

@@ -1,6 +1,7 @@
-"""Stopping cleanly on preemption: SIGTERM on one process, JAX's preemption
-sync point on several. The training and navigation loops ask `reached(step)`
-after each step and, when it says so, save a checkpoint and return."""
+"""Stopping cleanly: SIGTERM (preemption) or Ctrl-C on one process, JAX's
+preemption sync point on several. The training and navigation loops ask
+`reached(step)` after each step and, when it says so, save a checkpoint and
+return. A second Ctrl-C aborts at once (KeyboardInterrupt)."""
 
 import signal
 
@@ -10,22 +11,29 @@ from jax.experimental import multihost_utils
 
 
 class StopSignal:
-  """Whether to save and stop: SIGTERM on one process, JAX's preemption
-  sync point on several."""
+  """Whether to save and stop: SIGTERM or the first Ctrl-C on one process,
+  JAX's preemption sync point on several."""
 
   def __init__(self):
     self.requested = False
-    self._previous = None
+    self._previous = {}
     self._multi = jax.process_count() > 1
-    if not self._multi:
+    if self._multi:
+      return
+    for signum in (signal.SIGTERM, signal.SIGINT):
       try:
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self._previous[signum] = signal.signal(signum, self._handle)
       except ValueError:  # not the main thread (e.g. some notebook runners)
-        logging.warning("SIGTERM handler not installed (not in the main thread)")
+        logging.warning("%s handler not installed (not in the main thread)",
+                        signal.Signals(signum).name)
 
   def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning("SIGTERM: saving a checkpoint and stopping")
+    del frame
+    if signum == signal.SIGINT and self.requested:
+      raise KeyboardInterrupt("second Ctrl-C: stopped without saving")
+    name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    logging.warning("%s: saving a checkpoint and stopping%s", name,
+                    " (Ctrl-C again to stop without saving)" if signum == signal.SIGINT else "")
     self.requested = True
 
   def reached(self, step: int) -> bool:
@@ -34,5 +42,7 @@ class StopSignal:
     return self.requested
 
   def close(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      if previous is not None:
+        signal.signal(signum, previous)
+    self._previous = {}

@@ -36,7 +36,7 @@ import traceback
 from absl import logging
 import numpy as np
 
-from cldis_jax import config_lib, evaluate, study_report, train, writer as writer_lib
+from cldis_jax import config_lib, errors, evaluate, study_report, train, writer as writer_lib
 
 RESULT, FAILED = "result.json", "failed.json"
 # The training curves kept for each run (the TensorBoard tags).
@@ -48,8 +48,8 @@ def runs_of(config) -> list[tuple[str, int]]:
   """(variant, seed) of every run, variant-major, in the config's order."""
   s = config.study
   if not s.variants:
-    raise ValueError("study.variants is empty: name at least one variant "
-                     "(a name and its config overrides; {} is the base config)")
+    raise errors.ConfigError("study.variants is empty: name at least one variant "
+                             "(a name and its config overrides; {} is the base config)")
   return [(name, int(seed)) for name in s.variants for seed in s.seeds]
 
 
@@ -61,7 +61,8 @@ def _shard(spec: str) -> tuple[int, int]:
   except ValueError:
     i, n = -1, 0
   if not 0 <= i < n:
-    raise ValueError(f"study.shard = {spec!r}; valid: '' (all runs) or 'i/n' with 0 <= i < n")
+    raise errors.ConfigError(
+        f"study.shard = {spec!r}; valid: '' (all runs) or 'i/n' with 0 <= i < n")
   return i, n
 
 
@@ -114,8 +115,8 @@ def selected_runs(config) -> list[tuple[str, int]]:
   only = tuple(config.study.only)
   unknown = [v for v in only if v not in config.study.variants]
   if unknown:
-    raise ValueError(f"study.only names {unknown}, which are not variants; valid: "
-                     f"{', '.join(config.study.variants)}")
+    raise errors.ConfigError(f"study.only names {unknown}, which are not variants; valid: "
+                             f"{', '.join(config.study.variants)}")
   index, count = _shard(config.study.shard)
   mine = [r for r in runs if not only or r[0] in only]
   return [r for i, r in enumerate(mine) if i % count == index]
@@ -142,7 +143,7 @@ def run(config, workdir: str) -> dict:
       record.update(train_and_score(run_config(config, variant, seed), directory))
       if os.path.exists(os.path.join(directory, FAILED)):
         os.remove(os.path.join(directory, FAILED))
-      study_report.write_atomic(os.path.join(directory, RESULT), json.dumps(record, indent=1))
+      writer_lib.write_atomic(os.path.join(directory, RESULT), json.dumps(record, indent=1))
     except Preempted as e:
       logging.warning("study: %s; stopping (run the study again to resume)", e)
       break
@@ -150,7 +151,7 @@ def run(config, workdir: str) -> dict:
       logging.error("study: run %s seed %d failed: %s", variant, seed, e)
       record.update(status="failed", error=f"{type(e).__name__}: {e}",
                     traceback=traceback.format_exc())
-      study_report.write_atomic(os.path.join(directory, FAILED), json.dumps(record, indent=1))
+      writer_lib.write_atomic(os.path.join(directory, FAILED), json.dumps(record, indent=1))
     spent.append(time.perf_counter() - start)
     study_report.write(config, workdir, collect(config, workdir))
   results = collect(config, workdir)

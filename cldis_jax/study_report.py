@@ -14,7 +14,7 @@ matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend)
 import numpy as np  # noqa: E402
 
-from cldis_jax import config_lib  # noqa: E402
+from cldis_jax import config_lib, writer as writer_lib  # noqa: E402
 
 # The evaluate keys that define the disentanglement_lib protocol's sample sizes.
 PROTOCOL_KEYS = ("num_train", "num_test", "num_variance_estimate", "group_batch_size",
@@ -144,15 +144,6 @@ def plot_metrics(config, summary, path: str,
   return path
 
 
-def write_atomic(path: str, text: str) -> None:
-  """Writes `path` through a temporary file, so readers (and other shards of
-  the study) never see half of it."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def write(config, workdir: str, records) -> dict:
   """Rewrites results.json, results.md, training.png and metrics.png."""
   proto = protocol(config)
@@ -161,8 +152,9 @@ def write(config, workdir: str, records) -> dict:
              dataset=config.data.name, seeds=list(config.study.seeds),
              variants=config.study.variants.to_dict(), summary=summary,
              runs=[{k: v for k, v in r.items() if k != "traceback"} for r in records])
-  write_atomic(os.path.join(workdir, "results.json"), json.dumps(out, indent=1))
-  write_atomic(os.path.join(workdir, "results.md"), markdown(config, records, summary, proto))
+  writer_lib.write_atomic(os.path.join(workdir, "results.json"), json.dumps(out, indent=1))
+  writer_lib.write_atomic(os.path.join(workdir, "results.md"),
+                          markdown(config, records, summary, proto))
   if any(r.get("status") == "completed" for r in records):
     plot_training(config, records, os.path.join(workdir, "training.png"))
     plot_metrics(config, summary, os.path.join(workdir, "metrics.png"))

@@ -132,3 +132,12 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
         if value.HasField("simple_value"):
           latest.setdefault(value.tag, {})[event.step] = value.simple_value
   return {tag: sorted(points.items()) for tag, points in latest.items()}
+
+
+def write_atomic(path: str, text: str) -> None:
+  """Writes `path` through a temporary file, so readers (another shard of a
+  study, a rerun after a kill) never see half of it."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)

@@ -101,7 +101,7 @@ def test_a_checkpoint_from_another_model_is_refused_naming_the_arrays(run):
   config.model.latent_dim = 5
   with pytest.raises(checkpoint.CheckpointMismatchError,
                      match=r"params/head/proj/kernel: checkpoint \(32, 8\), config \(32, 10\)"):
-    train.train_and_evaluate(config, run["workdir"])
+    train.train_and_evaluate(config, run["workdir"], allow_config_change=True)
 
 
 def test_the_stored_config_comes_back(run):
@@ -164,6 +164,10 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
   step_b, state_b = read_state(str(killed))
   assert step_a == step_b == 60
   _same_states(state_a, state_b)
+  timing = ("steps_per_s", "images_per_s")
+  terms = lambda m: ({k: v for k, v in m["train"].items() if k not in timing}, m["controller"])
+  metrics_a, metrics_b = (json.loads((d / "metrics.json").read_text()) for d in (straight, killed))
+  assert terms(metrics_a) == terms(metrics_b) and metrics_b["step"] == 60
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_zero(tmp_path):

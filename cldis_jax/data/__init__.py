@@ -11,7 +11,7 @@ import difflib
 import ml_collections
 import numpy as np
 
-from cldis_jax import config_lib, parallel
+from cldis_jax import config_lib, errors, parallel
 from cldis_jax.data.arrays import MPI3D, Cars3D
 from cldis_jax.data.dsprites import ProceduralDSprites
 from cldis_jax.data.folder import CorruptImageError, ImageFolder
@@ -51,9 +51,9 @@ def build_source(data: ml_collections.ConfigDict, *, image_size: int,
     return Cars3D(data.dir, resolution=image_size, channels=channels,
                   cache_mb=data.cache_mb)
   close = difflib.get_close_matches(name, SOURCES, n=3, cutoff=0.4)
-  raise ValueError(f"data.name {name!r} is not a dataset"
-                   + (f" (did you mean {', '.join(close)}?)" if close else "")
-                   + f"; valid: {', '.join(SOURCES)}")
+  raise errors.ConfigError(f"data.name {name!r} is not a dataset"
+                           + (f" (did you mean {', '.join(close)}?)" if close else "")
+                           + f"; valid: {', '.join(SOURCES)}")
 
 
 def spread_rows(num_rows: int, count: int) -> np.ndarray:

@@ -8,6 +8,7 @@ import zipfile
 
 import numpy as np
 
+from cldis_jax import errors
 from cldis_jax.data.source import (DatasetNotFoundError, FactorSpace, ImageCache,
                                    Source, check_channels, check_resolution, resize)
 
@@ -32,8 +33,8 @@ def open_npz_array(path: str, key: str) -> np.ndarray:
   member = key + ".npy"
   with zipfile.ZipFile(path) as archive:
     if member not in archive.namelist():
-      raise ValueError(f"{path} has no array {key!r}; it holds "
-                       f"{[n[:-4] for n in archive.namelist()]}")
+      raise errors.DataError(f"{path} has no array {key!r}; it holds "
+                             f"{[n[:-4] for n in archive.namelist()]}")
     info = archive.getinfo(member)
     if info.compress_type != zipfile.ZIP_STORED:
       with archive.open(member) as f:
@@ -59,7 +60,7 @@ class MPI3D(Source):
   def __init__(self, data_dir: str, *, variant: str = "toy", resolution: int = 64,
                channels: int = 3, factor_sizes=MPI3D_SIZES):
     if variant not in MPI3D_FILES:
-      raise ValueError(f"MPI3D variant {variant!r} is not one of {tuple(MPI3D_FILES)}")
+      raise errors.ConfigError(f"MPI3D variant {variant!r} is not one of {tuple(MPI3D_FILES)}")
     self.name, self.resolution = f"mpi3d_{variant}", resolution
     check_resolution(self.name, resolution, 64)
     check_channels(self.name, channels, (3,))
@@ -70,8 +71,9 @@ class MPI3D(Source):
     self.factor_space = FactorSpace(MPI3D_NAMES, tuple(factor_sizes))
     images = open_npz_array(path, "images")
     if images.shape[1:] != (64, 64, 3) or len(images) != len(self.factor_space):
-      raise ValueError(f"{path}: expected images of shape ({len(self.factor_space)}, 64, 64, 3) "
-                       f"for factor sizes {self.factor_space.sizes}, found {images.shape}")
+      raise errors.DataError(
+          f"{path}: expected images of shape ({len(self.factor_space)}, 64, 64, 3) "
+          f"for factor sizes {self.factor_space.sizes}, found {images.shape}")
     self.images = images
     self.image_shape = (resolution, resolution, 3)
 
@@ -113,11 +115,11 @@ class Cars3D(Source):
     try:
       im = np.asarray(scipy.io.loadmat(path)["im"])
     except (OSError, ValueError, KeyError) as error:
-      raise ValueError(f"cars3d: cannot read array 'im' from {path}: {error!r}") from error
+      raise errors.DataError(f"cars3d: cannot read array 'im' from {path}: {error!r}") from error
     sizes = list(im.shape)
     if im.ndim != 5 or sorted(sizes[3:]) != [4, 24] or sizes[2] != 3:
-      raise ValueError(f"cars3d: {path} holds 'im' of shape {im.shape}; expected "
-                       "(H, W, 3, 24, 4) or (H, W, 3, 4, 24)")
+      raise errors.DataError(f"cars3d: {path} holds 'im' of shape {im.shape}; expected "
+                             "(H, W, 3, 24, 4) or (H, W, 3, 4, 24)")
     elevation_axis = 3 + sizes[3:].index(4)
     azimuth_axis = 3 + sizes[3:].index(24)
     return np.ascontiguousarray(

@@ -1,6 +1,12 @@
 """A folder of photos (FFHQ, CelebA-HQ, your own): png / jpg files found
 recursively, in sorted path order, each resized (short side) and centre-cropped
-to the configured resolution."""
+to the configured resolution.
+
+Opening a folder scans every file's header and end (`scan`), so that a file
+that is not an image, or a truncated one, stops the run at start-up (or is
+skipped, with `on_bad_image="skip"`) rather than after the model compiles;
+images smaller than the resolution (upscaled), with an alpha channel (dropped)
+or in grayscale (made RGB) are each logged once with their count."""
 
 import logging
 import os
@@ -9,6 +15,7 @@ import threading
 import numpy as np
 from PIL import Image
 
+from cldis_jax import errors
 from cldis_jax.data.source import (DatasetNotFoundError, Source, check_channels,
                                    resize_and_crop)
 
@@ -16,7 +23,7 @@ EXTENSIONS = (".png", ".jpg", ".jpeg")
 BAD_IMAGE_POLICIES = ("raise", "skip")
 
 
-class CorruptImageError(OSError):
+class CorruptImageError(errors.UserError, OSError):
   """An image file in a folder cannot be decoded."""
 
 
@@ -29,7 +36,7 @@ class ImageFolder(Source):
                on_bad_image: str = "raise"):
     check_channels(f"image folder {path}", channels, (1, 3))
     if on_bad_image not in BAD_IMAGE_POLICIES:
-      raise ValueError(f"on_bad_image {on_bad_image!r} is not one of {BAD_IMAGE_POLICIES}")
+      raise errors.ConfigError(f"on_bad_image {on_bad_image!r} is not one of {BAD_IMAGE_POLICIES}")
     if not path or not os.path.isdir(path):
       raise DatasetNotFoundError(
           f"image folder {path!r} does not exist. Put the images (png or jpg, any "
@@ -46,6 +53,33 @@ class ImageFolder(Source):
     self.image_shape = (resolution, resolution, channels)
     self.skipped: set[str] = set()
     self._lock = threading.Lock()
+    self.scan()
+
+  def scan(self) -> dict[str, int]:
+    """Checks every file's header and end before training starts; returns
+    (and logs) how many images will be upscaled, lose alpha, or gain colour."""
+    counts = dict(upscaled=0, alpha_dropped=0, grayscale_expanded=0)
+    for path in self.files:
+      try:
+        notes = inspect_image(path, self.resolution, self.image_shape[-1])
+      except CorruptImageError as error:
+        if self.on_bad_image == "raise":
+          raise CorruptImageError(f"{error}. Remove the file, or set "
+                                  "config.data.on_bad_image='skip' to skip such files.")
+        self._note_skipped(path, error)
+        continue
+      for note in notes:
+        counts[note] += 1
+    if len(self.skipped) == len(self.files):
+      raise DatasetNotFoundError(f"no image under {self.path!r} could be read")
+    what = dict(upscaled=f"are smaller than {self.resolution} px and will be upscaled",
+                alpha_dropped="have an alpha channel, which is dropped",
+                grayscale_expanded="are grayscale and will be made RGB")
+    for note, count in counts.items():
+      if count:
+        logging.warning("%d of %d images in %s %s", count, len(self.files), self.path,
+                        what[note])
+    return counts
 
   def __len__(self):
     return len(self.files)
@@ -73,6 +107,36 @@ class ImageFolder(Source):
         self.skipped.add(path)
         logging.warning("skipping unreadable image %s (%s); %d skipped so far",
                         path, error, len(self.skipped))
+
+
+_ENDS = {"PNG": (b"IEND\xaeB`\x82",), "JPEG": (b"\xff\xd9",)}
+
+
+def inspect_image(path: str, resolution: int, channels: int = 3) -> list[str]:
+  """Reads `path`'s header and last bytes (not its pixels): the conversions
+  loading will make ("upscaled", "alpha_dropped", "grayscale_expanded"), or a
+  CorruptImageError if it is not an image or is cut short. A file without the
+  end marker of its format is decoded in full to decide."""
+  try:
+    with Image.open(path) as image:
+      size, mode, form = image.size, image.mode, image.format
+      alpha = mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    with open(path, "rb") as f:
+      f.seek(max(0, os.path.getsize(path) - 16))
+      tail = f.read().rstrip(b"\x00\r\n ")
+  except (OSError, ValueError, Image.DecompressionBombError) as error:
+    raise CorruptImageError(f"cannot read image {path}: {error} (expected a png or jpg "
+                            "file)") from error
+  if form in _ENDS and not tail.endswith(_ENDS[form]):
+    load_image(path, resolution, channels)  # raises if it really is cut short
+  notes = []
+  if min(size) < resolution:
+    notes.append("upscaled")
+  if alpha:
+    notes.append("alpha_dropped")
+  if channels == 3 and mode in ("1", "L", "LA", "I", "I;16", "F"):
+    notes.append("grayscale_expanded")
+  return notes
 
 
 def load_image(path: str, resolution: int, channels: int = 3) -> np.ndarray:

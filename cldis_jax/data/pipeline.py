@@ -28,7 +28,7 @@ import threading
 import jax
 import numpy as np
 
-from cldis_jax import parallel
+from cldis_jax import errors, parallel
 from cldis_jax.data.source import Source
 
 _FLIP_STREAM = 1  # seeds flips apart from the epoch permutations
@@ -55,8 +55,8 @@ class BatchPlan:
 
   def __post_init__(self):
     if not 0 < self.batch_size <= self.num_examples:
-      raise ValueError(f"batch size {self.batch_size} must be in 1..{self.num_examples} "
-                       "(the number of examples)")
+      raise errors.ConfigError(f"batch size {self.batch_size} must be in 1..{self.num_examples} "
+                               "(the number of examples)")
 
   @property
   def steps_per_epoch(self) -> int:
@@ -109,7 +109,8 @@ class InputPipeline:
       index = jax.process_index() if process_index is None else process_index
       count = jax.process_count() if process_count is None else process_count
       if plan.batch_size % count:
-        raise ValueError(f"batch size {plan.batch_size} does not divide over {count} processes")
+        raise errors.ConfigError(
+            f"batch size {plan.batch_size} does not divide over {count} processes")
       local = plan.batch_size // count
       self.rows = slice(index * local, (index + 1) * local)
     self._pool = (concurrent.futures.ThreadPoolExecutor(num_threads)

@@ -15,12 +15,14 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from cldis_jax import errors
 
-class DatasetNotFoundError(FileNotFoundError):
+
+class DatasetNotFoundError(errors.UserError, FileNotFoundError):
   """The data a config asks for is not where it says; the message says how to get it."""
 
 
-class UnsupportedFormatError(ValueError):
+class UnsupportedFormatError(errors.UserError, ValueError):
   """A source cannot give the requested resolution or channel count."""
 
 
@@ -188,7 +190,7 @@ class RenderedSource(Source):
   def __init__(self, name: str, factor_space: FactorSpace, resolution: int,
                channels: int, supersample: int):
     if resolution < 8:
-      raise ValueError(f"{name} renders at 8 pixels or more, not {resolution}")
+      raise errors.ConfigError(f"{name} renders at 8 pixels or more, not {resolution}")
     self.name, self.factor_space = name, factor_space
     self.resolution, self.supersample = resolution, supersample
     self.image_shape = (resolution, resolution, channels)

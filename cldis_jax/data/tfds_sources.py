@@ -15,6 +15,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from cldis_jax import errors
 from cldis_jax.data.source import (DatasetNotFoundError, FactorSpace, Source,
                                    check_channels, check_resolution, resize,
                                    resize_and_crop)
@@ -82,13 +83,13 @@ class TfdsSource(Source):
                celeba_crop: str = "tad", cache_dir: str | None = None):
     import tensorflow_datasets as tfds  # heavy: only when a TFDS source is asked for
     if name not in SPECS:
-      raise ValueError(f"TFDS dataset {name!r} is not supported; valid: {', '.join(SPECS)}")
+      raise errors.ConfigError(f"TFDS dataset {name!r} is not supported; valid: {', '.join(SPECS)}")
     self.spec = SPECS[name]
     self.name, self.split, self.resolution = f"tfds/{name}", split, resolution
     self.celeba_crop = celeba_crop
     if name == "celeb_a":
       if celeba_crop not in CELEBA_CROPS:
-        raise ValueError(f"celeba_crop {celeba_crop!r} is not one of {CELEBA_CROPS}")
+        raise errors.ConfigError(f"celeba_crop {celeba_crop!r} is not one of {CELEBA_CROPS}")
       check_resolution(f"tfds/celeb_a with the {celeba_crop!r} crop", resolution,
                        _CELEBA_MAX[celeba_crop])
     else:

@@ -26,6 +26,8 @@ import warnings
 
 import numpy as np
 
+from cldis_jax import errors
+
 LOGISTIC_SOLVERS = ("lbfgs", "liblinear")
 
 
@@ -48,7 +50,7 @@ def logistic_regression(solver: str = "lbfgs", random_state=None):
     seed = (random_state.randint(np.iinfo("i").max)
             if isinstance(random_state, np.random.RandomState) else random_state)
     return OneVsRestClassifier(LogisticRegression(solver="liblinear", random_state=seed))
-  raise ValueError(f"logistic solver {solver!r} is not one of {LOGISTIC_SOLVERS}")
+  raise errors.ConfigError(f"logistic solver {solver!r} is not one of {LOGISTIC_SOLVERS}")
 
 
 def linear_svc(dual=True):

@@ -19,6 +19,8 @@ Variants (`VARIANTS`), which change the number, so always report which:
 import numpy as np
 import scipy.stats
 
+from cldis_jax import errors
+
 VARIANTS = ("grid11", "grid101", "exact")
 
 
@@ -62,7 +64,7 @@ def auroc_matrix(codes, labels, variant: str = "grid11", range_min: float = 0.2,
     a = exact_auroc(codes, labels)
     return np.maximum(a, 1.0 - a)
   if variant not in VARIANTS:
-    raise ValueError(f"TAD variant {variant!r} is not one of {VARIANTS}")
+    raise errors.ConfigError(f"TAD variant {variant!r} is not one of {VARIANTS}")
   lo = codes.min(axis=0) if lo is None else np.asarray(lo)
   hi = codes.max(axis=0) if hi is None else np.asarray(hi)
   positive, negative = grid_auroc(codes, labels, 11 if variant == "grid11" else 101, lo, hi)

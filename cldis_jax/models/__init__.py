@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from cldis_jax import errors
 from cldis_jax.config_lib import check_known_keys
 from cldis_jax.models.beta_vae import BetaVAE
 from cldis_jax.models.diffae import DiffAE
@@ -52,11 +53,11 @@ def build_models(model_config) -> Models:
   check_known_keys(model_config, MODEL_KEYS, "model")
   condition = model_config.get("condition", "z_sem")
   if condition not in CONDITIONS:
-    raise ValueError(f"model.condition = {condition!r} is not a condition; "
-                     f"valid: {', '.join(CONDITIONS)}")
+    raise errors.ConfigError(f"model.condition = {condition!r} is not a condition; "
+                             f"valid: {', '.join(CONDITIONS)}")
   head_init = model_config.get("head_init", "random")
   if head_init not in HEAD_INITS:
-    raise ValueError(f"model.head_init = {head_init!r}; valid: {', '.join(HEAD_INITS)}")
+    raise errors.ConfigError(f"model.head_init = {head_init!r}; valid: {', '.join(HEAD_INITS)}")
   z_dim = model_config.diffae.get("z_dim", DiffAE.z_dim)
   shared = dict(image_size=model_config.image_size,
                 in_channels=model_config.in_channels, dtype=model_config.dtype)

@@ -16,13 +16,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cldis_jax import distributions
+from cldis_jax import distributions, errors
 
 
 def num_stride2_layers(image_size: int) -> int:
   n = int(round(math.log2(image_size))) - 2 if image_size > 0 else -1
   if n < 1 or 4 * 2 ** n != image_size:
-    raise ValueError(f"beta-VAE image_size must be a power of two >= 8, got {image_size}")
+    raise errors.ConfigError(f"beta-VAE image_size must be a power of two >= 8, got {image_size}")
   return n
 
 
@@ -88,8 +88,8 @@ class BetaVAE(nn.Module):
 
   def setup(self):
     if self.likelihood not in distributions.LIKELIHOODS:
-      raise ValueError(f"unknown beta-VAE likelihood {self.likelihood!r}; "
-                       f"valid: {distributions.LIKELIHOODS}")
+      raise errors.ConfigError(f"unknown beta-VAE likelihood {self.likelihood!r}; "
+                               f"valid: {distributions.LIKELIHOODS}")
     num_stride2_layers(self.image_size)
     dt = jnp.dtype(self.dtype)
     self.encoder = Encoder(self.latent_dim, self.hidden_channels, self.hidden_dim, dt)

@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cldis_jax import errors
+
 PARAMETERIZATIONS = ("unit", "ortho")
 INITS = ("pca", "random")
 STEMS = ("imagenet", "small")
@@ -41,7 +43,7 @@ class Directions(nn.Module):
   def __call__(self, basis) -> jnp.ndarray:
     k, d = self.num_directions, self.z_dim
     if self.start not in INITS:
-      raise ValueError(f"navigate.init {self.start!r} is not one of {INITS}")
+      raise errors.ConfigError(f"navigate.init {self.start!r} is not one of {INITS}")
     random = self.start == "random"
     if self.parameterization == "unit":
       def near_identity(key, shape):
@@ -50,12 +52,12 @@ class Directions(nn.Module):
       return (w / jnp.linalg.norm(w, axis=-1, keepdims=True)) @ basis
     if self.parameterization == "ortho":
       if k > d:
-        raise ValueError(f"navigate.num_directions={k} exceeds z_dim={d}: orthonormal "
-                         "directions need K <= z_dim (or use parameterization='unit')")
+        raise errors.ConfigError(f"navigate.num_directions={k} exceeds z_dim={d}: orthonormal "
+                                 "directions need K <= z_dim (or use parameterization='unit')")
       s = self.param("skew", nn.initializers.normal(1.0 if random else 1e-3), (d, d))
       return jax.scipy.linalg.expm(s - s.T)[:k] @ basis
-    raise ValueError(f"navigate.parameterization {self.parameterization!r} is not one of "
-                     f"{PARAMETERIZATIONS}")
+    raise errors.ConfigError(f"navigate.parameterization {self.parameterization!r} is not one of "
+                             f"{PARAMETERIZATIONS}")
 
 
 def group_norm(features: int, name: str) -> nn.GroupNorm:
@@ -95,7 +97,8 @@ class Reconstructor(nn.Module):
   def __call__(self, x_a, x_b):
     """Image pairs (B, H, W, C) each -> (logits (B, K), shift (B,)), float32."""
     if self.inputs not in INPUTS:
-      raise ValueError(f"navigate.reconstructor.inputs {self.inputs!r} is not one of {INPUTS}")
+      raise errors.ConfigError(
+          f"navigate.reconstructor.inputs {self.inputs!r} is not one of {INPUTS}")
     parts = [x_a, x_b] + ([x_b - x_a] if self.inputs == "pair_and_difference" else [])
     x = jnp.concatenate(parts, axis=-1).astype(jnp.float32)
     if self.stem == "imagenet":
@@ -106,7 +109,7 @@ class Reconstructor(nn.Module):
       x = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, name="stem")(x)
       x = nn.relu(group_norm(self.width, "stem_norm")(x))
     else:
-      raise ValueError(f"navigate.reconstructor.stem {self.stem!r} is not one of {STEMS}")
+      raise errors.ConfigError(f"navigate.reconstructor.stem {self.stem!r} is not one of {STEMS}")
     for i, blocks in enumerate(self.stage_sizes):
       for j in range(blocks):
         stride = 2 if i > 0 and j == 0 else 1
