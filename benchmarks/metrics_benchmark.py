@@ -32,6 +32,7 @@ config_flags.DEFINE_config_file("config", "configs/quickstart.py", "For the enco
 flags.DEFINE_list("parts", ["factor_vae", "beta_vae", "mig", "sap", "modularity", "dci",
                             "tad", "ctd", "encode"],
                   "What to run; also ctd_validation: the CTD validation table.")
+flags.DEFINE_integer("dci_workers", 0, "Processes fitting DCI's trees (0: one per core).")
 flags.DEFINE_integer("tad_latents", 512, "Latents for TAD (EncDiff flattens tokens).")
 flags.DEFINE_integer("ctd_sources", 16, "CTD sources.")
 flags.DEFINE_integer("ctd_steps", 6, "CTD frames per side.")
@@ -90,7 +91,7 @@ def main(argv):
       "mig": lambda: mig.compute_mig(gt, rep, rs())["discrete_mig"],
       "sap": lambda: sap.compute_sap(gt, rep, rs())["SAP_score"],
       "modularity": lambda: modularity.compute_modularity_explicitness(gt, rep, rs()),
-      "dci": lambda: dci.compute_dci(gt, rep, rs())["disentanglement"],
+      "dci": lambda: dci.compute_dci(gt, rep, rs(), workers=FLAGS.dci_workers)["disentanglement"],
   }
   for name, fn in supervised.items():
     if name in parts:

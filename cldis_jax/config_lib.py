@@ -248,6 +248,7 @@ def base_config() -> ml_collections.ConfigDict:
                "factor_response"),
       encode_batch=256,
       encode_all=False,  # True: encode every image first (DisDiff's route; same numbers)
+      dci_workers=0,  # processes fitting DCI's per-factor trees (0: one per core; same numbers)
       # Draws of the evaluation (reference images, CTD sources, the probe's
       # data): fixed, so runs of different training seeds are scored on the
       # same images.
@@ -311,7 +312,7 @@ MINIMUM_VALUES = {
     "train.batch_size": 1, "train.num_steps": 1, "train.log_every": 1,
     "train.checkpoint_every": 0, "train.keep_checkpoints": 1, "samples.every": 0,
     "samples.num_images": 1, "samples.traversal_steps": 1, "data.num_threads": 1,
-    "data.prefetch": 0, "evaluate.every": 0, "evaluate.encode_batch": 1,
+    "data.prefetch": 0, "evaluate.every": 0, "evaluate.encode_batch": 1, "evaluate.dci_workers": 0,
     "navigate.batch_size": 1, "navigate.num_steps": 1, "navigate.log_every": 1,
     "navigate.checkpoint_every": 1, "navigate.keep_checkpoints": 1,
     "navigate.reference_images": 2, "edit.num_strengths": 1, "edit.invert_steps": 1,

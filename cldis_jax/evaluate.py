@@ -25,6 +25,7 @@ representations' own axes.
 
 import json
 import os
+import time
 
 from absl import logging
 import jax
@@ -57,7 +58,8 @@ def _supervised(name, ground_truth, representation, e):
   if name == "mig":
     return mig.compute_mig(ground_truth, representation, rs, num_bins=e.num_bins, **sizes)
   if name == "dci":
-    return dci.compute_dci(ground_truth, representation, rs, num_test=e.num_test, **sizes)
+    return dci.compute_dci(ground_truth, representation, rs, num_test=e.num_test,
+                           workers=e.dci_workers, **sizes)
   if name == "sap":
     return sap.compute_sap(ground_truth, representation, rs, num_test=e.num_test,
                            dual=e.svm_dual, **sizes)
@@ -155,6 +157,7 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
       raise errors.ConfigError(f"evaluate.representations has {rep!r}; valid: "
                                f"{', '.join(codes_lib.REPRESENTATIONS)}")
   os.makedirs(out_dir, exist_ok=True)
+  start = time.perf_counter()
   table = codes_lib.CodeTable(source, models, params, batch_size=e.encode_batch,
                               reference_images=e.reference_images, seed=e.seed,
                               representations=e.representations)
@@ -171,8 +174,19 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
     if m == "factor_response" and ground_truth is None:
       skipped[m] = f"{source.name} has no ground-truth factors"
 
+  seconds = {}
+
+  def timed(label, fn):
+    """fn(), its wall time (less any encoding it triggered) in `seconds`."""
+    start, encoding = time.perf_counter(), table.encode_seconds
+    out = fn()
+    seconds[label] = time.perf_counter() - start - (table.encode_seconds - encoding)
+    logging.info("%s took %.1f s", label, seconds[label])
+    return out
+
   wanted = [m for m in TRAVERSAL if m in e.metrics and m not in skipped]
-  probe = _train_probe(config, source) if "factor_response" in wanted else None
+  probe = (timed("probe", lambda: _train_probe(config, source))
+           if "factor_response" in wanted else None)
   x0 = data.to_model_range(source.__getitems__(table.reference[:e.ctd.num_sources])["image"])
   results = {}
   for rep in e.representations:
@@ -182,18 +196,24 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
         continue
       logging.info("evaluating %s on %s", m, rep)
       if m in SUPERVISED:
-        results[rep][m] = _supervised(m, ground_truth, table.representation(rep), e)
+        results[rep][m] = timed(f"{m} on {rep}", lambda: _supervised(
+            m, ground_truth, table.representation(rep), e))
       else:
-        results[rep][m] = _tad(table, source, rep, e.tad)
+        results[rep][m] = timed(f"{m} on {rep}", lambda: _tad(table, source, rep, e.tad))
     if wanted:
       logging.info("evaluating %s on %s traversals", ", ".join(wanted), rep)
-      frames = _traversal_frames(models, config, params, table, rep, x0)
-      results[rep].update(_traversal_metrics(config, frames, rep, wanted, probe, out_dir))
+      results[rep].update(timed(f"traversals of {rep}", lambda: _traversal_metrics(
+          config, _traversal_frames(models, config, params, table, rep, x0), rep, wanted,
+          probe, out_dir)))
   for name, (dirs, sigma) in (directions or {}).items():
     if wanted:
       logging.info("evaluating %s on %s traversals", ", ".join(wanted), name)
-      frames = _direction_frames(models, config, params, x0, dirs, sigma)
-      results[name] = _traversal_metrics(config, frames, name, wanted, probe, out_dir)
+      results[name] = timed(f"traversals of {name}", lambda: _traversal_metrics(
+          config, _direction_frames(models, config, params, x0, dirs, sigma), name, wanted,
+          probe, out_dir))
+  seconds.update(encode=table.encode_seconds, total=time.perf_counter() - start)
+  logging.info("encoding took %.1f s of the evaluation's %.1f s", seconds["encode"],
+               seconds["total"])
 
   summary = dict(
       step=step, dataset=source.name, num_images=len(source),
@@ -201,7 +221,7 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
       images_encoded=table.encoded_images, encode_seconds=table.encode_seconds,
       protocol={k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in e.to_dict().items() if k not in ("tad", "ctd")},
-      skipped=skipped, results=_jsonable(results))
+      skipped=skipped, seconds=seconds, results=_jsonable(results))
   with open(os.path.join(out_dir, "metrics.json"), "w") as f:
     json.dump(summary, f, indent=2)
   text = format_table(summary)

@@ -81,6 +81,8 @@ def test_training_evaluates_periodically_with_every_field_filled(run):
     assert im.size == ((5 * 18 + 2) * 4, (4 * 18 + 2) * 4)
   table = open(os.path.join(workdir, "eval", "6", "metrics.txt")).read()
   assert "FactorVAE" in table and "DCI-D" in table and "z_sem_pca" in table
+  phases = {"encode", "total", "probe", "dci on mu_s", "mig on vae_mu", "traversals of z_sem_pca"}
+  assert phases <= set(summary["seconds"]) and min(summary["seconds"].values()) >= 0
   assert run["metrics"]["evaluation"]["step"] == 6
   assert "mu_s/MIG" in run["metrics"]["evaluation"]
 

@@ -78,6 +78,15 @@ def test_duplicated_codes_keep_dci_disentanglement_and_halve_completeness():
   assert out["completeness"] == pytest.approx(1 - np.log(2) / np.log(6), abs=0.08)
 
 
+def test_dci_with_parallel_fits_equals_the_serial_fits_exactly():
+  rng = np.random.RandomState(0)
+  factors = rng.randint(0, 4, (500, 3))
+  codes = factors @ rng.randn(3, 4) + 0.3 * rng.randn(500, 4)
+  serial = dci.dci(codes[:300], factors[:300], codes[300:], factors[300:], workers=1)
+  parallel = dci.dci(codes[:300], factors[:300], codes[300:], factors[300:], workers=2)
+  assert parallel == serial
+
+
 def test_mig_of_codes_that_copy_each_factor_is_exactly_one():
   # Every combination once: the copies carry no information about other factors.
   grid = FactorSpace(("x", "y"), (4, 5)).factors_of(np.arange(20))
