@@ -78,6 +78,8 @@ class Checkpoints:
       raise errors.NoCheckpointError(f"no checkpoint in {self.directory}")
     try:
       stored = self.manager.item_metadata(step)["state"]
+    except MemoryError:
+      raise
     except Exception as e:  # pylint: disable=broad-except
       raise CorruptCheckpointError(f"checkpoint {self.directory}/{step} cannot be read "
                                    f"({first_line(e)})") from e
@@ -85,6 +87,8 @@ class Checkpoints:
     try:
       return self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state)))["state"]
+    except MemoryError:
+      raise
     except Exception as e:  # pylint: disable=broad-except
       raise CorruptCheckpointError(f"checkpoint {self.directory}/{step} cannot be read "
                                    f"({first_line(e)})") from e
@@ -92,14 +96,24 @@ class Checkpoints:
   def restore_latest_intact(self, abstract_state):
     """(step, state) of the newest checkpoint that restores, moving each newer
     one that cannot be read aside to `<directory>.corrupt/` (never deleting
-    it); (None, None) when none is left."""
-    for step in reversed(self.all_steps()):
+    it); (None, None) if there is none. If none of them restores, nothing is
+    moved and the latest one's error is raised (a problem that every
+    checkpoint shares is not corruption)."""
+    steps = self.all_steps()
+    unreadable = []
+    for step in reversed(steps):
       try:
-        return step, self.restore(abstract_state, step)
+        state = self.restore(abstract_state, step)
       except CorruptCheckpointError as e:
-        moved = self._move_aside(step)
-        logging.warning("%s; moved to %s, resuming from the newest intact checkpoint",
-                        e, moved)
+        unreadable.append(e)
+        continue
+      for bad_step, error in zip(reversed(steps), unreadable):
+        logging.warning("%s; moved to %s, resuming from checkpoint %d", error,
+                        self._move_aside(bad_step), step)
+      return step, state
+    if unreadable:
+      raise CorruptCheckpointError(f"{unreadable[0]}; none of the {len(steps)} checkpoints "
+                                   "could be read, so none was moved") from unreadable[0]
     return None, None
 
   def _move_aside(self, step: int) -> str:

@@ -222,7 +222,7 @@ def test_a_corrupt_latest_checkpoint_is_moved_aside_and_training_resumes_before_
   jax.tree.map(np.testing.assert_array_equal, read_state(workdir)[1], finished["state"])
 
 
-def test_when_no_checkpoint_restores_all_are_kept_aside(tmp_path):
+def test_when_no_checkpoint_restores_it_stops_and_moves_nothing(tmp_path):
   ckpt = checkpoint.Checkpoints(str(tmp_path), async_save=False)
   state = {"w": np.arange(4000, dtype=np.float32)}
   config = config_lib.base_config()
@@ -232,9 +232,12 @@ def test_when_no_checkpoint_restores_all_are_kept_aside(tmp_path):
     for path in _data_files(os.path.join(tmp_path, "checkpoints", str(step))):
       os.remove(path)
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
-  assert ckpt.restore_latest_intact(abstract) == (None, None)
+  with pytest.raises(checkpoint.CorruptCheckpointError,
+                     match=r"checkpoints/2 cannot be read .*none of the 2 checkpoints"):
+    ckpt.restore_latest_intact(abstract)
   ckpt.close()
-  assert sorted(os.listdir(tmp_path / "checkpoints.corrupt")) == ["1", "2"]
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
+  assert not (tmp_path / "checkpoints.corrupt").exists()
 
 
 def test_a_read_only_program_names_a_corrupt_checkpoint_and_moves_nothing(finished, tmp_path):
