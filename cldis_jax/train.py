@@ -79,6 +79,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
 
 def _train_locked(config, workdir, mesh, allow_config_change) -> dict:
   lead = jax.process_index() == 0
+  _check_resume_config(config, workdir, allow_config_change)  # before building anything
   models = models_lib.build_models(config.model)
   source = data.build_source(config.data, image_size=config.model.image_size,
                              channels=config.model.in_channels)
@@ -87,7 +88,6 @@ def _train_locked(config, workdir, mesh, allow_config_change) -> dict:
   rng_init, rng_train = jax.jit(lambda: jax.random.split(jax.random.key(config.seed)),
                                 out_shardings=parallel.replicated(mesh))()
 
-  _check_resume_config(config, workdir, allow_config_change)
   ckpt = checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints,
                                 async_save=config.train.async_checkpoints)
   writer = writer_lib.create_default_writer(workdir, just_logging=not lead)
