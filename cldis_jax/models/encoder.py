@@ -50,7 +50,7 @@ class SemanticEncoder(nn.Module):
     h = attn(h, "middle_block_1")
     h = res(h, widths[-1], "middle_block_2")
 
-    h = nn.silu(group_norm(h, name="out_norm"))
+    h = group_norm(h, name="out_norm", silu=True)
     h = jnp.mean(h, axis=(1, 2), keepdims=True)
     z = conv(h, self.z_dim, 1, name="out_conv", dtype=dt)
     return z.reshape(z.shape[0], self.z_dim).astype(jnp.float32)

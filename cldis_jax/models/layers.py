@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from cldis_jax import errors
+from cldis_jax.models.group_norm import StableGroupNorm
 
 Dtype = Any
 
@@ -56,42 +57,18 @@ def dense(x, features, *, name, dtype, zero_init=False):
       name=name)(x)
 
 
-class StableGroupNorm(nn.Module):
-  """GroupNorm over (H, W, C // G) per group with learned scale and bias
-  (nn.GroupNorm's parameter names), in float32.
-
-  The variance is E[(x - mean)^2] of the data shifted by one of its own
-  values per group, not E[x^2] - E[x]^2: the one-pass form loses digits as a
-  group's mean grows against its std (at a mean/std ratio of 100, 1e-2 off a
-  float64 reference; this form stays near 1e-6 at any ratio). The shift
-  cancels in the output, so it carries no gradient.
-  """
-  num_groups: int
-  epsilon: float = 1e-5
-
-  @nn.compact
-  def __call__(self, x):
-    c = x.shape[-1]
-    xg = x.reshape(x.shape[:-1] + (self.num_groups, c // self.num_groups))
-    axes = tuple(range(1, xg.ndim - 2)) + (xg.ndim - 1,)
-    first = (slice(None),) + (slice(0, 1),) * (xg.ndim - 3) + (slice(None), slice(0, 1))
-    d = xg - jax.lax.stop_gradient(xg[first])
-    d = d - d.mean(axes, keepdims=True)
-    y = (d * jax.lax.rsqrt(jnp.square(d).mean(axes, keepdims=True) + self.epsilon))
-    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-    return y.reshape(x.shape) * scale + bias
-
-
-def group_norm(x, *, name):
-  """GroupNorm(32 groups, eps 1e-5), computed in float32, cast back.
+def group_norm(x, *, name, silu=False, mul=None, add=None):
+  """GroupNorm(32 groups, eps 1e-5), then `* mul + add` (per sample and
+  channel) and SiLU if asked, computed in float32 and cast back.
 
   The official GroupNorm32 needs C divisible by 32; small CPU models (e.g. the
   48 channels of a 16 + 32 skip concatenation) use gcd(32, C) groups, which is
   32 wherever the official model is defined.
   """
   c = x.shape[-1]
-  y = StableGroupNorm(num_groups=math.gcd(32, c), name=name)(x.astype(jnp.float32))
+  f32 = lambda v: None if v is None else v.astype(jnp.float32)
+  y = StableGroupNorm(num_groups=math.gcd(32, c), silu=silu, name=name)(
+      x.astype(jnp.float32), f32(mul), f32(add))
   return y.astype(x.dtype)
 
 
@@ -150,7 +127,7 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, emb=None, cond=None, *, train: bool = False):
-    h = nn.silu(group_norm(x, name="in_norm"))
+    h = group_norm(x, name="in_norm", silu=True)
     if self.up:
       h, x = upsample_nearest(h), upsample_nearest(x)
     if self.down:
@@ -161,10 +138,11 @@ class ResBlock(nn.Module):
       t = dense(nn.silu(emb), 2 * self.features, name="emb_proj", dtype=self.dtype)
       t_scale, t_shift = jnp.split(t[:, None, None, :], 2, axis=-1)
       z_scale = dense(nn.silu(cond), self.features, name="cond_proj", dtype=self.dtype)
-      h = group_norm(h, name="out_norm")
-      h = h * (1 + t_scale) + t_shift
-      h = h * (1 + z_scale[:, None, None, :])
-      h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
+      # GN(h) * (1 + t_scale) + t_shift, then * (1 + z_scale), then SiLU, in one op
+      z_mul = 1 + z_scale[:, None, None, :]
+      h = group_norm(h, name="out_norm", silu=True, mul=(1 + t_scale) * z_mul,
+                     add=t_shift * z_mul)
+      h = nn.Dropout(self.dropout, deterministic=not train)(h)
       h = conv(h, self.features, 3, name="out_conv", dtype=self.dtype, zero_init=True)
 
     if x.shape[-1] != self.features:

@@ -75,6 +75,6 @@ class UNet(nn.Module):
           resolution *= 2
         n += 1
 
-    h = nn.silu(group_norm(h, name="out_norm"))
+    h = group_norm(h, name="out_norm", silu=True)
     eps = conv(h, self.out_channels, 3, name="out_conv", dtype=dt, zero_init=True)
     return eps.astype(jnp.float32)
