@@ -14,7 +14,8 @@ official PyTorch numbers measure), `cldis` (the whole closed-loop step) or
 instructions (name, kind, shape, the JAX op that made them) and the time per
 kind of work: convolutions (with their gradients), the normalisation chain
 (GroupNorm, SiLU, scale and shift, fused elementwise), attention, layout
-copies, the optimizer and the rest.
+copies, the optimizer and the rest. On one device unless --cpu_devices says
+otherwise.
 """
 
 import collections
@@ -109,7 +110,7 @@ def _step(config, batch):
   if FLAGS.part == "sample":
     x_T = jax.random.normal(jax.random.key(3), x0.shape)
     return step_benchmark.sample_fn(config, nets.diffae, 20), (params["diffae"], x0, x_T), False
-  from cldis_jax import parallel, train_step  # pylint: disable=g-import-not-at-top
+  from cldis_jax import parallel, train_step  # pylint: disable=g-import-not-at-top,reimported
   mesh = parallel.data_mesh()
   config.train.batch_size = batch
   state = train_step.init_state_on_mesh(config, nets, jax.random.key(0), mesh)
@@ -122,6 +123,8 @@ def main(argv):
   del argv
   config = step_benchmark.FLAGS.config
   batch = FLAGS.batch or config.train.batch_size
+  from cldis_jax import parallel  # pylint: disable=g-import-not-at-top
+  parallel.split_cpu(FLAGS.cpu_devices or 1, batch)  # one device: one stream of operations
   fn, args, chain = _step(config, batch)
   compiled = fn.lower(*args).compile()
   info = instructions(compiled.as_text())

@@ -24,9 +24,10 @@ and the achieved FLOP/s, and peak memory (device peak on accelerators; process
 peak RSS on CPU).
 
 The batch is sharded over every local device (a 1-D `data` mesh) with the
-parameters replicated, as in training. On a CPU, XLA uses about 1.3 cores per
-device; `XLA_FLAGS=--xla_force_host_platform_device_count=2` splits the batch
-over two simulated devices and uses both cores of a 2-core machine.
+parameters replicated, as in training. On a CPU-only machine the CPU is split
+into one device per core, as `python -m cldis_jax.main` does (`--cpu_devices=1`
+for a single device). Where the shape is one we measured the official
+PyTorch code at, its time is printed below ours with the ratio.
 """
 
 import resource
@@ -50,6 +51,16 @@ flags.DEFINE_integer("repeats", 5, "Timed runs after compilation.")
 flags.DEFINE_list("parts", ["cldis", "diffae", "vae", "sample"],
                   "Which of cldis, diffae, vae, sample, navigate.")
 flags.DEFINE_integer("sample_steps", 20, "DDIM steps for the sampling part.")
+flags.DEFINE_integer("cpu_devices", 0, "CPU only: host devices the CPU is split into, the "
+                     "batch sharded over them (0: one per core, as python -m cldis_jax.main).")
+
+# The official PyTorch Diff-AE (phizaz/diffae) on the 2-core development
+# machine, torch 2.13 CPU, 2 threads, fp32, eager, measured by us (docs/benchmarks.md):
+# (image_size, base_channels, channel_mult, enc_channel_mult, batch) -> seconds.
+OFFICIAL = {
+    (64, 64, (1, 2, 4, 8), (1, 2, 4, 8, 8), 8): dict(diffae=4.33, ddim20=24.7),
+    (32, 32, (1, 2, 4), (1, 2, 4, 4), 32): dict(diffae=1.15),
+}
 
 
 def _peak_memory_gib():
@@ -86,13 +97,24 @@ def _time(fn, args, repeats, chain=True):
   return compile_s, times, flops
 
 
-def _report(name, batch, compile_s, times, flops, note=""):
+def official_seconds(config, batch, part):
+  """The official code's time for this shape and part, if we measured it."""
+  d = config.model.diffae
+  key = (config.model.image_size, d.base_channels, tuple(d.channel_mult),
+         tuple(d.enc_channel_mult), batch)
+  return OFFICIAL.get(key, {}).get(part)
+
+
+def _report(name, batch, compile_s, times, flops, note="", official=None):
   med = statistics.median(times)
   mem, what = _peak_memory_gib()
   print(f"{name:<8} step {med:8.4f} s (min {min(times):.4f}, max {max(times):.4f}, "
         f"n={len(times)})  {batch / med:9.2f} img/s  compile {compile_s:6.1f} s  "
         f"{flops / 1e9:10.2f} GFLOP/step  {flops / med / 1e12:7.3f} TFLOP/s  "
         f"{what} {mem:.2f} GiB{note}")
+  if official:
+    print(f"{'':<8} official PyTorch code, same shape (measured on the development machine): "
+          f"{official:.2f} s, {batch / official:.2f} img/s; ours / theirs {official / med:.2f}")
 
 
 def _adam(config):
@@ -161,6 +183,7 @@ def main(argv):
   del argv
   config = FLAGS.config
   batch = FLAGS.batch or config.train.batch_size
+  parallel.split_cpu(FLAGS.cpu_devices, batch)
   nets = models.build_models(config.model)
   size, channels = config.model.image_size, config.model.in_channels
   print(f"{config_flags.get_config_filename(FLAGS['config'])}  batch {batch}  "
@@ -186,7 +209,8 @@ def main(argv):
   if "diffae" in parts:
     step, tx = diffae_step_fn(config, nets.diffae)
     p = jax.tree.map(jnp.copy, params["diffae"])
-    _report("diffae", batch, *_time(step, (p, tx.init(p), x0, rng), FLAGS.repeats))
+    _report("diffae", batch, *_time(step, (p, tx.init(p), x0, rng), FLAGS.repeats),
+            official=official_seconds(config, batch, "diffae"))
   if "vae" in parts:
     step, tx = vae_step_fn(config, nets.vae)
     p = jax.tree.map(jnp.copy, params["vae"])
@@ -199,7 +223,9 @@ def main(argv):
     flops = FLAGS.sample_steps * denoise_flops(nets.diffae, params["diffae"], x0)
     _report(f"ddim{FLAGS.sample_steps}", batch, compile_s, times, flops,
             f"  ({statistics.median(times) / FLAGS.sample_steps:.4f} s per model call; "
-            "flops: steps x one denoiser call)")
+            "flops: steps x one denoiser call)",
+            official=(official_seconds(config, batch, "ddim20")
+                      if FLAGS.sample_steps == 20 else None))
   if "navigate" in parts:
     n_batch = FLAGS.batch or config.navigate.batch_size
     nav = navigate.build(config)

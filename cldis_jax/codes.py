@@ -11,7 +11,7 @@ Three representations (`REPRESENTATIONS`, docs/method.md):
 asks for row indices (the disentanglement_lib route of DisDiff / EncDiff,
 `metrics.protocol`) gets exactly what encoding the whole data set first would
 give, without encoding images no metric draws. `encode_all()` is that
-whole-set route.
+whole-set route. Each batch is split over every local device.
 """
 
 import functools
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cldis_jax import data
+from cldis_jax import data, parallel
 
 REPRESENTATIONS = ("mu_s", "vae_mu", "z_sem_pca")
 
@@ -66,9 +66,13 @@ class CodeTable:
   def __init__(self, source, models, params, *, batch_size: int = 256,
                reference_images: int = 10_000, seed: int = 0,
                representations=REPRESENTATIONS):
-    self.source, self.models, self.params = source, models, params
+    self.source, self.models = source, models
     self.branches = branches_of(representations)
-    self.batch_size = batch_size
+    # every local device encodes a slice of each batch (the codes of an image
+    # do not depend on the others in its batch)
+    self.mesh = parallel.data_mesh(jax.local_devices())
+    self.params = jax.device_put(params, parallel.replicated(self.mesh))
+    self.batch_size = -(-batch_size // self.mesh.size) * self.mesh.size
     self.num_rows = len(source)
     d = models.head.latent_dim
     self.codes = {name: np.zeros((self.num_rows, d), np.float32) for name in REPRESENTATIONS}
@@ -94,6 +98,7 @@ class CodeTable:
       pad = self.batch_size - len(chunk)
       if pad:
         images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
+      images = jax.device_put(images, parallel.batch_sharding(self.mesh))
       out = jax.device_get(encode_batch(self.models, self.params, images, self.branches))
       out = {k: v[:len(chunk)] for k, v in out.items()}
       for name in ("mu_s", "vae_mu"):

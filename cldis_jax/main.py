@@ -14,7 +14,7 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from cldis_jax import config_lib, errors
+from cldis_jax import config_lib, errors, parallel
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
@@ -38,6 +38,10 @@ flags.DEFINE_list("images", None, "edit: image files to edit (overrides config.e
 flags.DEFINE_integer("summary_depth", 2, "How many module levels the summary lists.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first (multi-host launches).")
+flags.DEFINE_integer("cpu_devices", 0,
+                     "CPU-only machines: the XLA host devices the CPU is split into, the batch "
+                     "sharded over them. 0: one per core (the largest count dividing "
+                     "train.batch_size); 1: a single device, as plain JAX.")
 flags.DEFINE_bool("allow_config_change", False,
                   "train: resume even if keys that change what is trained (model, data, "
                   "batch, seed, objective, optimiser) differ from the checkpoint's config.")
@@ -110,10 +114,13 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_quiet_orbax)
   config = _config()
+  split = None
   if FLAGS.distributed:
     jax.distributed.initialize()
-  logging.info("JAX process %d/%d, devices: %s", jax.process_index(),
-               jax.process_count(), jax.devices())
+  else:
+    split = parallel.split_cpu(FLAGS.cpu_devices, config.train.batch_size)
+  logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
+               parallel.describe_devices(split))
   if FLAGS.mode == "train":
     if not FLAGS.workdir:
       raise app.UsageError("--mode=train needs --workdir (checkpoints, events, samples)")

@@ -1,5 +1,8 @@
 """Mesh and shardings: one 1-D `data` axis over every device of every process;
-batches are split along it and parameters are replicated."""
+batches are split along it and parameters are replicated. On a CPU-only
+machine the CPU is split into one host device per core (`split_cpu`)."""
+
+import os
 
 import jax
 import numpy as np
@@ -44,3 +47,46 @@ def replicate(array: np.ndarray, mesh: Mesh) -> jax.Array:
   every device of the mesh (also when some devices belong to other processes)."""
   array = np.asarray(array)
   return jax.make_array_from_process_local_data(replicated(mesh), array, array.shape)
+
+
+def cpu_cores() -> int:
+  """Cores this process may run on."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def cpu_device_count(requested: int, batch_size: int, cores: int) -> int:
+  """`requested`, or for 0 the largest count up to `cores` that divides the batch."""
+  return requested or next(n for n in range(max(1, cores), 0, -1) if batch_size % n == 0)
+
+
+def split_cpu(requested: int, batch_size: int) -> int | None:
+  """Before JAX starts: split a CPU into host devices, the batch sharded over
+  them (one XLA:CPU device keeps about 1.3 cores busy; see docs/benchmarks.md).
+
+  `requested` 0 means one per core, or the largest count under that dividing
+  `batch_size`; 1 keeps JAX's single CPU device. Returns the count set, or
+  None where it was already fixed (by `--xla_force_host_platform_device_count`
+  in XLA_FLAGS, or because JAX is already running). Accelerators are not
+  affected: on a GPU or TPU host the CPU devices are not the default ones.
+  """
+  if requested < 0:
+    raise errors.UsageError(f"--cpu_devices = {requested}; valid: 0 (one per core) or a "
+                            "positive count")
+  if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return None
+  count = cpu_device_count(requested, batch_size, cpu_cores())
+  try:
+    jax.config.update("jax_num_cpu_devices", count)
+  except RuntimeError:  # backends already initialised (e.g. called from a running program)
+    return None
+  return count
+
+
+def describe_devices(cpu_split: int | None) -> str:
+  """The log line that says which devices run, and how a CPU was split."""
+  devices = jax.devices()
+  line = f"{len(devices)} x {devices[0].device_kind} ({devices[0].platform})"
+  if devices[0].platform == "cpu" and cpu_split and cpu_split > 1:
+    line += (f": the CPU split into {cpu_split} devices, one per core, each taking "
+             f"1/{cpu_split} of every batch (--cpu_devices=1 for one device)")
+  return line

@@ -9,6 +9,9 @@ import textwrap
 
 import jax
 import numpy as np
+import pytest
+
+from cldis_jax import errors, parallel
 
 from conftest import config_path, free_port, subprocess_env
 from train_test import read_state
@@ -106,3 +109,39 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
   diff = max(float(np.abs(x - y).max()) for x, y in
              zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"])))
   assert diff < 1e-6, diff
+
+
+def test_cpu_device_count_is_one_per_core_or_the_largest_that_divides_the_batch():
+  assert parallel.cpu_device_count(0, 16, cores=2) == 2
+  assert parallel.cpu_device_count(0, 6, cores=4) == 3
+  assert parallel.cpu_device_count(0, 7, cores=4) == 1
+  assert parallel.cpu_device_count(3, 16, cores=2) == 3  # asked for: the mesh check says if it fits
+  with pytest.raises(errors.UsageError, match="--cpu_devices = -1"):
+    parallel.split_cpu(-1, 16)
+
+
+def test_default_cpu_split_trains_like_one_device(tmp_path):
+  """`python -m cldis_jax.main` without XLA flags splits the CPU one device per
+  core and says so; the update equals the --cpu_devices=1 run's."""
+  env = dict(subprocess_env(), XLA_FLAGS="--xla_backend_optimization_level=0")
+  runs = {}
+  for name, extra in (("default", []), ("one", ["--cpu_devices=1"])):
+    workdir = str(tmp_path / name)
+    runs[name] = subprocess.Popen(
+        [sys.executable, "-m", "cldis_jax.main", f"--config={config_path('test.py')}",
+         f"--workdir={workdir}", "--config.train.num_steps=3", "--config.train.batch_size=4",
+         "--config.optim.eps=1e-3", "--config.samples.every=0"] + extra,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  logs = {}
+  for name, proc in runs.items():
+    _, logs[name] = proc.communicate(timeout=400)
+    assert proc.returncode == 0, logs[name][-3000:]
+  split = parallel.cpu_device_count(0, 4, parallel.cpu_cores())
+  if split > 1:
+    assert f"the CPU split into {split} devices, one per core" in logs["default"]
+  assert "devices: 1 x cpu (cpu)\n" in logs["one"]
+  (step_a, a), (step_b, b) = read_state(str(tmp_path / "default")), read_state(str(tmp_path / "one"))
+  assert step_a == step_b == 3
+  diff = max(float(np.abs(x - y).max()) for x, y in
+             zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"])))
+  assert diff < 1e-5, diff
