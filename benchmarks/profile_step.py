@@ -43,9 +43,10 @@ _CALLS = re.compile(r"calls=%?([\w.\-]+)")
 
 
 def instructions(hlo_text: str) -> dict[str, dict]:
-  """name -> {shape, opcode, op_name} for every instruction of the module;
-  a fusion without metadata takes the first op_name inside its computation."""
-  first_op_name, current, out = {}, None, {}
+  """name -> {shape, opcode, op_name, inside} for every instruction of the
+  module; a fusion without metadata takes the first op_name inside its
+  computation, and `inside` holds the opcodes it fuses."""
+  first_op_name, opcodes, current, out = {}, collections.defaultdict(set), None, {}
   for line in hlo_text.splitlines():
     if line and not line.startswith(" ") and "{" in line:
       current = line.split()[0].lstrip("%") if not line.startswith("ENTRY") else line.split()[1]
@@ -58,18 +59,20 @@ def instructions(hlo_text: str) -> dict[str, dict]:
     calls = _CALLS.search(line)
     out[name] = dict(shape=shape, opcode=opcode, op_name=op_name.group(1) if op_name else "",
                      calls=calls.group(1) if calls else None)
+    opcodes[current].add(opcode)
     if op_name and current not in first_op_name:
       first_op_name[current] = op_name.group(1)
   for info in out.values():
     if not info["op_name"] and info["calls"]:
       info["op_name"] = first_op_name.get(info["calls"], "")
+    info["inside"] = opcodes.get(info["calls"], set()) | {info["opcode"]}
   return out
 
 
 def kind_of(name: str, info: dict) -> str:
   """What an instruction computes, from its name and the JAX op that made it."""
   path = info["op_name"].lower()
-  if "conv_general_dilated" in path or info["opcode"] == "convolution":
+  if "conv_general_dilated" in path or "convolution" in info["inside"]:
     return "convolution (and its gradients)"
   if "attn" in path or "attention" in path:
     return "attention"

@@ -65,12 +65,12 @@ class CodeTable:
 
   def __init__(self, source, models, params, *, batch_size: int = 256,
                reference_images: int = 10_000, seed: int = 0,
-               representations=REPRESENTATIONS):
+               representations=REPRESENTATIONS, devices=None):
     self.source, self.models = source, models
     self.branches = branches_of(representations)
     # every local device encodes a slice of each batch (the codes of an image
     # do not depend on the others in its batch)
-    self.mesh = parallel.data_mesh(jax.local_devices())
+    self.mesh = parallel.data_mesh(jax.local_devices() if devices is None else devices)
     self.params = jax.device_put(params, parallel.replicated(self.mesh))
     self.batch_size = -(-batch_size // self.mesh.size) * self.mesh.size
     self.num_rows = len(source)

@@ -144,3 +144,34 @@ def test_unknown_metric_names_the_valid_ones(run, tmp_path):
   config = _config(metrics=("mig", "fid"))
   with pytest.raises(ValueError, match=r"unknown \['fid'\]; valid: factor_vae"):
     evaluate.evaluate_params(config, None, None, HueGrid(), str(tmp_path), 0)
+
+
+_CODES_ON_DEVICES = """
+import json, sys
+import jax, numpy as np
+from cldis_jax import codes, config_lib, data, models
+config = config_lib.load_config(sys.argv[1])
+nets = models.build_models(config.model)
+params = models.init_params(nets, jax.random.key(0))
+source = data.build_source(config.data, image_size=config.model.image_size,
+                           channels=config.model.in_channels)
+rows = np.arange(0, 61, 3)
+out = {}
+for n in (1, 2):
+  table = codes.CodeTable(source, nets, params, batch_size=7, reference_images=9,
+                          devices=jax.devices()[:n])
+  out[n] = {rep: table.representation(rep)(rows) for rep in codes.REPRESENTATIONS}
+print(json.dumps(dict(
+    batch=table.batch_size, devices=jax.device_count(),
+    equal={rep: bool(np.array_equal(out[1][rep], out[2][rep])) for rep in out[1]})))
+"""
+
+
+def test_codes_encoded_on_two_devices_equal_one_device():
+  proc = subprocess.run([sys.executable, "-c", _CODES_ON_DEVICES, config_path("test.py")],
+                        env=subprocess_env(devices=2), capture_output=True, text=True,
+                        timeout=400)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert result["devices"] == 2 and result["batch"] == 8  # 7 rounded up to split evenly
+  assert all(result["equal"].values()), result

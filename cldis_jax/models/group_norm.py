@@ -99,8 +99,7 @@ def _backward(groups, eps, silu, residuals, g):
   m2 = _per_group(sum_gd * rstd * a_s, groups, "sum") / count
   d_coef, const = rstd * rstd * m2, rstd * m1
   dx = g * scale - d * d_coef - const
-  return (dx.reshape(x.shape), _sum_to(sum_gd * rstd, a.shape).reshape(a.shape),
-          _sum_to(sum_g, b.shape).reshape(b.shape))
+  return dx.reshape(x.shape), _sum_to(sum_gd * rstd, a.shape), _sum_to(sum_g, b.shape)
 
 
 norm_affine_act.defvjp(_forward, _backward)
