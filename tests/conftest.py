@@ -36,6 +36,16 @@ def subprocess_env(devices: int = 1) -> dict[str, str]:
   return env
 
 
+def run_json_script(script: str, *args: str, devices: int) -> dict:
+  """Runs `python -c script args` on `devices` simulated CPU devices; the
+  JSON object its last output line holds."""
+  import json, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  proc = subprocess.run([sys.executable, "-c", script, *args], env=subprocess_env(devices),
+                        capture_output=True, text=True, timeout=400)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def free_port() -> int:
   """A TCP port on 127.0.0.1 that nothing listens on now (for jax.distributed)."""
   with socket.socket() as s:

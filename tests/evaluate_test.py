@@ -14,7 +14,7 @@ from PIL import Image
 from cldis_jax import checkpoint, codes, config_lib, evaluate, train
 from cldis_jax.data import shapes3d
 from cldis_jax.data.source import FactorSpace, Source
-from conftest import REPO, config_path, subprocess_env
+from conftest import REPO, config_path, run_json_script, subprocess_env
 
 
 class HueGrid(Source):
@@ -168,10 +168,6 @@ print(json.dumps(dict(
 
 
 def test_codes_encoded_on_two_devices_equal_one_device():
-  proc = subprocess.run([sys.executable, "-c", _CODES_ON_DEVICES, config_path("test.py")],
-                        env=subprocess_env(devices=2), capture_output=True, text=True,
-                        timeout=400)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  result = run_json_script(_CODES_ON_DEVICES, config_path("test.py"), devices=2)
   assert result["devices"] == 2 and result["batch"] == 8  # 7 rounded up to split evenly
   assert all(result["equal"].values()), result

@@ -1,7 +1,6 @@
 """Data parallelism: the sharded step equals the single-device step, and two
 processes on loopback train to the same parameters as one process."""
 
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 
 from cldis_jax import errors, parallel
 
-from conftest import config_path, free_port, subprocess_env
+from conftest import config_path, free_port, run_json_script, subprocess_env
 from train_test import read_state
 
 _FOUR_DEVICES = textwrap.dedent("""
@@ -57,11 +56,7 @@ _FOUR_DEVICES = textwrap.dedent("""
 
 
 def test_four_devices_give_the_single_device_update():
-  proc = subprocess.run([sys.executable, "-c", _FOUR_DEVICES, config_path("test.py")],
-                        env=subprocess_env(devices=4), capture_output=True, text=True,
-                        timeout=400)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  result = run_json_script(_FOUR_DEVICES, config_path("test.py"), devices=4)
   assert result["devices"] == 4 and result["shards"] == 4
   assert result["max_param_diff"] < 1e-5, result
   # Adam hides a wrongly scaled gradient; the gradient norm does not.
