@@ -87,6 +87,6 @@ def describe_devices(cpu_split: int | None) -> str:
   devices = jax.devices()
   line = f"{len(devices)} x {devices[0].device_kind} ({devices[0].platform})"
   if devices[0].platform == "cpu" and cpu_split and cpu_split > 1:
-    line += (f": the CPU split into {cpu_split} devices, one per core, each taking "
+    line += (f": the CPU split into {cpu_split} devices, each taking "
              f"1/{cpu_split} of every batch (--cpu_devices=1 for one device)")
   return line

@@ -133,7 +133,7 @@ def test_default_cpu_split_trains_like_one_device(tmp_path):
     assert proc.returncode == 0, logs[name][-3000:]
   split = parallel.cpu_device_count(0, 4, parallel.cpu_cores())
   if split > 1:
-    assert f"the CPU split into {split} devices, one per core" in logs["default"]
+    assert f"the CPU split into {split} devices, each taking 1/{split}" in logs["default"]
   assert "devices: 1 x cpu (cpu)\n" in logs["one"]
   (step_a, a), (step_b, b) = read_state(str(tmp_path / "default")), read_state(str(tmp_path / "one"))
   assert step_a == step_b == 3

@@ -6,8 +6,9 @@ gradient.
     a = scale * mul,  b = bias * mul + add   (mul, add: (B, 1, .., 1, C) or None)
 
 Differentiated by JAX, this chain becomes dozens of small reductions and
-elementwise passes per layer (it was 40% of the quickstart-sized step on a
-CPU, more than the convolutions). The closed-form gradient needs two group
+elementwise passes per layer (37% of the operation time of the
+quickstart-sized step on a CPU, about as much as the convolutions;
+docs/benchmarks.md). The closed-form gradient needs two group
 reductions and one elementwise pass:
 
     g_y  = g * act'(y)
