@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 
 from cldis_jax import models, parallel, train_step
-from cldis_jax.models import layers
+from cldis_jax.models import group_norm, layers
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Config file (path[:arg]).")
@@ -41,15 +41,11 @@ class OnePassChain(nn.Module):
 
   @nn.compact
   def __call__(self, x, mul=None, add=None):
-    c = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-    xg = x.reshape(x.shape[0], -1, self.num_groups, c // self.num_groups)
+    a, b = group_norm.affine(self, x, mul, add)
+    xg = x.reshape(x.shape[0], -1, self.num_groups, x.shape[-1] // self.num_groups)
     mean = xg.mean((1, 3), keepdims=True)
     var = jnp.maximum((xg * xg).mean((1, 3), keepdims=True) - mean * mean, 0.0)
-    y = ((xg - mean) * jax.lax.rsqrt(var + 1e-5)).reshape(x.shape) * scale + bias
-    y = y * mul if mul is not None else y
-    y = y + add if add is not None else y
+    y = ((xg - mean) * jax.lax.rsqrt(var + 1e-5)).reshape(x.shape) * a + b
     return nn.silu(y) if self.silu else y
 
 

@@ -116,13 +116,18 @@ class StableGroupNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x, mul=None, add=None):
-    c = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-    a = scale.reshape((1,) * (x.ndim - 1) + (c,))
-    b = bias.reshape(a.shape)
-    if mul is not None:
-      a, b = a * mul, b * mul
-    if add is not None:
-      b = b + add
+    a, b = affine(self, x, mul, add)
     return norm_affine_act(x, a, b, self.num_groups, self.epsilon, self.silu)
+
+
+def affine(module: nn.Module, x, mul=None, add=None):
+  """(a, b) of `* a + b` after the normalisation: the module's GroupNorm
+  `scale` and `bias` (created here), times `mul`, plus `add`."""
+  c = x.shape[-1]
+  scale = module.param("scale", nn.initializers.ones, (c,), jnp.float32)
+  bias = module.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+  a = scale.reshape((1,) * (x.ndim - 1) + (c,))
+  b = bias.reshape(a.shape)
+  if mul is not None:
+    a, b = a * mul, b * mul
+  return a, (b + add if add is not None else b)
