@@ -69,11 +69,16 @@ def norm_affine_act(x, a, b, groups: int, eps: float, silu: bool):
   return _forward(x, a, b, groups, eps, silu)[0]
 
 
+def _centred_and_affine(x, shift, mean, rstd, a, b):
+  """(x - shift) - mean, a per sample, and y = that * rstd * a + b; (B, S, C)."""
+  a_s = _flat(jnp.broadcast_to(a, x.shape[:1] + a.shape[1:]))
+  d = (_flat(x) - shift) - mean
+  return d, a_s, d * (rstd * a_s) + _flat(b)
+
+
 def _forward(x, a, b, groups, eps, silu):
   shift, mean, rstd = _statistics(_flat(x), groups, eps)
-  a_s, b_s = _flat(jnp.broadcast_to(a, x.shape[:1] + a.shape[1:])), _flat(b)
-  scale = rstd * a_s
-  y = ((_flat(x) - shift) - mean) * scale + b_s
+  _, _, y = _centred_and_affine(x, shift, mean, rstd, a, b)
   return _activate(y, silu).reshape(x.shape), (x, shift, mean, rstd, a, b)
 
 
@@ -87,11 +92,9 @@ def _sum_to(v, shape):
 def _backward(groups, eps, silu, residuals, g):
   del eps
   x, shift, mean, rstd, a, b = residuals
-  a_s, b_s = _flat(jnp.broadcast_to(a, x.shape[:1] + a.shape[1:])), _flat(b)
-  scale = rstd * a_s
-  d, g = (_flat(x) - shift) - mean, _flat(g)
+  d, a_s, y = _centred_and_affine(x, shift, mean, rstd, a, b)
+  g = _flat(g)
   if silu:
-    y = d * scale + b_s
     s = jax.nn.sigmoid(y)
     g = g * s * (1 + y * (1 - s))
   sum_g, sum_gd = g.sum(1, keepdims=True), (g * d).sum(1, keepdims=True)
@@ -99,7 +102,7 @@ def _backward(groups, eps, silu, residuals, g):
   m1 = _per_group(sum_g * a_s, groups, "sum") / count
   m2 = _per_group(sum_gd * rstd * a_s, groups, "sum") / count
   d_coef, const = rstd * rstd * m2, rstd * m1
-  dx = g * scale - d * d_coef - const
+  dx = g * (rstd * a_s) - d * d_coef - const
   return dx.reshape(x.shape), _sum_to(sum_gd * rstd, a.shape), _sum_to(sum_g, b.shape)
 
 
