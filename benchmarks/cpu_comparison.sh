@@ -13,8 +13,13 @@ run() {  # label checkout devices args...
   local label=$1 dir=$2 devices=$3
   shift 3
   echo "== $label, $devices device(s)"
-  (cd "$dir" && PYTHONPATH="$dir" XLA_FLAGS="--xla_force_host_platform_device_count=$devices" \
-     python benchmarks/step_benchmark.py "$@" 2>&1 | grep -E "^(cldis|diffae|ddim20) |official")
+  if [[ "$dir" == "$here" ]]; then  # this version chooses its own XLA:CPU settings per count
+    (cd "$dir" && PYTHONPATH="$dir" python benchmarks/step_benchmark.py --cpu_devices="$devices" "$@" \
+       2>&1 | grep -E "^(cldis|diffae|ddim20) |official")
+  else  # an older checkout, which may lack --cpu_devices
+    (cd "$dir" && PYTHONPATH="$dir" XLA_FLAGS="--xla_force_host_platform_device_count=$devices" \
+       python benchmarks/step_benchmark.py "$@" 2>&1 | grep -E "^(cldis|diffae|ddim20) |official")
+  fi
 }
 
 quickstart=(--config configs/quickstart.py --parts cldis,diffae --repeats 10)

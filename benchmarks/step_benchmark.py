@@ -26,7 +26,8 @@ peak RSS on CPU).
 The batch is sharded over every local device (a 1-D `data` mesh) with the
 parameters replicated, as in training. On a CPU-only machine the CPU is split
 into one device per core, as `python -m cldis_jax.main` does (`--cpu_devices=1`
-for a single device). Where the shape is one we measured the official
+for a single device, with its convolutions on Eigen; `--parts navigate` alone
+gets one device, as `--mode=navigate`). Where the shape is one we measured the official
 PyTorch code at, its time is printed below ours with the ratio.
 """
 
@@ -183,7 +184,8 @@ def main(argv):
   del argv
   config = FLAGS.config
   batch = FLAGS.batch or config.train.batch_size
-  parallel.split_cpu(FLAGS.cpu_devices, batch)
+  # navigation runs on one device, and python -m cldis_jax.main gives it just one
+  parallel.split_cpu(FLAGS.cpu_devices or int(FLAGS.parts == ["navigate"]), batch)
   nets = models.build_models(config.model)
   size, channels = config.model.image_size, config.model.in_channels
   print(f"{config_flags.get_config_filename(FLAGS['config'])}  batch {batch}  "

@@ -41,7 +41,8 @@ flags.DEFINE_bool("distributed", False,
 flags.DEFINE_integer("cpu_devices", 0,
                      "CPU-only machines: the XLA host devices the CPU is split into, the batch "
                      "sharded over them. 0: one per core (the largest count dividing "
-                     "train.batch_size); 1: a single device, as plain JAX.")
+                     "train.batch_size) to train and evaluate, one device to navigate and "
+                     "edit (which run on one); 1: a single device, convolutions on Eigen.")
 flags.DEFINE_bool("allow_config_change", False,
                   "train: resume even if keys that change what is trained (model, data, "
                   "batch, seed, objective, optimiser) differ from the checkpoint's config.")
@@ -118,7 +119,9 @@ def main(argv):
   if FLAGS.distributed:
     jax.distributed.initialize()
   else:
-    split = parallel.split_cpu(FLAGS.cpu_devices, config.train.batch_size)
+    one_device_mode = FLAGS.mode in ("navigate", "edit")
+    split = parallel.split_cpu(FLAGS.cpu_devices or int(one_device_mode),
+                               config.train.batch_size)
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                parallel.describe_devices(split))
   if FLAGS.mode == "train":

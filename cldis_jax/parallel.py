@@ -1,6 +1,7 @@
 """Mesh and shardings: one 1-D `data` axis over every device of every process;
 batches are split along it and parameters are replicated. On a CPU-only
-machine the CPU is split into one host device per core (`split_cpu`)."""
+machine the CPU is split into one host device per core (`split_cpu`), and a
+single CPU device runs its convolutions on Eigen (`eigen_convolutions`)."""
 
 import os
 
@@ -64,10 +65,11 @@ def split_cpu(requested: int, batch_size: int) -> int | None:
   them (one XLA:CPU device keeps about 1.3 cores busy; see docs/benchmarks.md).
 
   `requested` 0 means one per core, or the largest count under that dividing
-  `batch_size`; 1 keeps JAX's single CPU device. Returns the count set, or
-  None where it was already fixed (by `--xla_force_host_platform_device_count`
-  in XLA_FLAGS, or because JAX is already running). Accelerators are not
-  affected: on a GPU or TPU host the CPU devices are not the default ones.
+  `batch_size`; 1 keeps JAX's single CPU device, with `eigen_convolutions`.
+  Returns the count set, or None where it was already fixed (by
+  `--xla_force_host_platform_device_count` in XLA_FLAGS, or because JAX is
+  already running). Accelerators are not affected: on a GPU or TPU host the
+  CPU devices are not the default ones.
   """
   if requested < 0:
     raise errors.UsageError(f"--cpu_devices = {requested}; valid: 0 (one per core) or a "
@@ -79,7 +81,27 @@ def split_cpu(requested: int, batch_size: int) -> int | None:
     jax.config.update("jax_num_cpu_devices", count)
   except RuntimeError:  # backends already initialised (e.g. called from a running program)
     return None
+  if count == 1:
+    eigen_convolutions()
   return count
+
+
+# XLA:CPU (jaxlib 0.10) hands convolutions, and some dots, reductions and
+# elementwise chains, to YNNPACK, one thread per operation: the right choice
+# when the CPU is split into devices that run side by side, not for a single
+# device, where Eigen's convolutions, threaded inside each operation, train
+# and navigate 1.1-1.3x faster (docs/benchmarks.md).
+NO_YNNPACK = "--xla_cpu_experimental_ynn_fusion_type="
+
+
+def eigen_convolutions() -> bool:
+  """Before JAX starts: turn XLA:CPU's YNNPACK fusions off (`NO_YNNPACK` in
+  XLA_FLAGS), unless the user's XLA_FLAGS choose them. Returns whether it did."""
+  xla_flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_cpu_experimental_ynn_fusion_type" in xla_flags:
+    return False
+  os.environ["XLA_FLAGS"] = f"{xla_flags} {NO_YNNPACK}".strip()
+  return True
 
 
 def describe_devices(cpu_split: int | None) -> str:
@@ -89,4 +111,6 @@ def describe_devices(cpu_split: int | None) -> str:
   if devices[0].platform == "cpu" and cpu_split and cpu_split > 1:
     line += (f": the CPU split into {cpu_split} devices, each taking "
              f"1/{cpu_split} of every batch (--cpu_devices=1 for one device)")
+  elif devices[0].platform == "cpu" and NO_YNNPACK in os.environ.get("XLA_FLAGS", "").split():
+    line += ": one device, convolutions on Eigen (XLA:CPU's YNNPACK fusions off)"
   return line

@@ -1,6 +1,7 @@
 """Data parallelism: the sharded step equals the single-device step, and two
 processes on loopback train to the same parameters as one process."""
 
+import json
 import os
 import subprocess
 import sys
@@ -134,9 +135,37 @@ def test_default_cpu_split_trains_like_one_device(tmp_path):
   split = parallel.cpu_device_count(0, 4, parallel.cpu_cores())
   if split > 1:
     assert f"the CPU split into {split} devices, each taking 1/{split}" in logs["default"]
-  assert "devices: 1 x cpu (cpu)\n" in logs["one"]
+  assert "devices: 1 x cpu (cpu): one device, convolutions on Eigen" in logs["one"]
   (step_a, a), (step_b, b) = read_state(str(tmp_path / "default")), read_state(str(tmp_path / "one"))
   assert step_a == step_b == 3
   diff = max(float(np.abs(x - y).max()) for x, y in
              zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"])))
   assert diff < 1e-5, diff
+
+
+_CONV_LIBRARY = """
+import json, sys
+import jax, jax.numpy as jnp
+from cldis_jax import parallel
+count = parallel.split_cpu(int(sys.argv[1]), 4)
+conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
+    x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+hlo = conv.lower(jnp.ones((4, 8, 8, 32)), jnp.ones((3, 3, 32, 32))).compile().as_text()
+print(json.dumps(dict(count=count, ynnpack="ynn_fusion" in hlo,
+                      line=parallel.describe_devices(count))))
+"""
+
+
+@pytest.mark.parametrize("requested,xla_flags,count,ynnpack", [
+    (1, "", 1, False),  # one device: Eigen's convolutions
+    (2, "", 2, True),  # a split: XLA's default, YNNPACK
+    (1, "--xla_cpu_experimental_ynn_fusion_type=individual_convolution", 1, True),  # the user's
+])
+def test_one_cpu_device_runs_convolutions_on_eigen(requested, xla_flags, count, ynnpack):
+  env = dict(subprocess_env(), XLA_FLAGS=xla_flags)
+  proc = subprocess.run([sys.executable, "-c", _CONV_LIBRARY, str(requested)], env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert (out["count"], out["ynnpack"]) == (count, ynnpack)
+  assert ("convolutions on Eigen" in out["line"]) == (not ynnpack)
