@@ -15,10 +15,12 @@ instructions (name, kind, shape, the JAX op that made them) and the time per
 kind of work: convolutions (with their gradients), the normalisation chain
 (GroupNorm, SiLU, scale and shift, fused elementwise), attention, layout
 copies, the optimizer and the rest. On one device unless --cpu_devices says
-otherwise; one CPU device runs its convolutions on Eigen (cldis_jax.parallel),
-whose work the trace shows as thread-pool regions, not per instruction (the
-last line). `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_convolution`
-keeps XLA's YNNPACK convolutions, which it times per instruction.
+otherwise. One CPU device runs its convolutions on Eigen (cldis_jax.parallel),
+whose work runs in thread-pool tasks that the trace does not tie to an
+instruction, so they are missing from the sums;
+`XLA_FLAGS=--xla_force_host_platform_device_count=1` keeps XLA's defaults
+(YNNPACK convolutions, timed per instruction), as in the profiles of
+docs/benchmarks.md.
 """
 
 import collections
@@ -90,23 +92,17 @@ def kind_of(name: str, info: dict) -> str:
   return "other"
 
 
-def op_times(trace_dir: str) -> tuple[dict[str, float], float]:
-  """(hlo op name -> total microseconds in the trace, over every event that
-  names one; microseconds of thread-pool regions, which name none: the work
-  of Eigen's convolutions, split over the pool's threads)."""
+def op_times(trace_dir: str) -> dict[str, float]:
+  """hlo op name -> total microseconds in the trace (every event that names one)."""
   from xprof.convert import raw_to_tool_data  # pylint: disable=g-import-not-at-top
   files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
   data, _ = raw_to_tool_data.xspace_to_tool_data(files[-1:], "trace_viewer", {})
-  totals, pool = collections.Counter(), 0.0
+  totals = collections.Counter()
   for event in json.loads(data)["traceEvents"]:
-    if event.get("ph") != "X":
-      continue
     op = event.get("args", {}).get("hlo_op")
-    if op:
+    if event.get("ph") == "X" and op:
       totals[op] += event.get("dur", 0.0)
-    elif event.get("name") == "ThreadpoolListener::Region":
-      pool += event.get("dur", 0.0)
-  return totals, pool
+  return totals
 
 
 def _step(config, batch):
@@ -149,7 +145,7 @@ def main(argv):
       out = jax.block_until_ready(compiled(*args))
       args = out if chain else args
     jax.profiler.stop_trace()
-    times, pool_us = op_times(trace_dir)
+    times = op_times(trace_dir)
   per_step = {op: us / FLAGS.steps / 1e3 for op, us in times.items() if op in info}
   total = sum(per_step.values())
   print(f"{FLAGS.part}, batch {batch}, {jax.device_count()} device(s): operations sum to "
@@ -165,9 +161,6 @@ def main(argv):
   print("\nby kind of work:")
   for kind, ms in kinds.most_common():
     print(f"  {ms:8.2f} ms {100 * ms / total:5.1f}%  {kind}")
-  if pool_us:
-    print(f"\nplus {pool_us / FLAGS.steps / 1e3:.1f} ms per step in thread-pool regions that name "
-          "no instruction (with YNNPACK off: Eigen's convolutions)")
 
 
 if __name__ == "__main__":
