@@ -169,3 +169,16 @@ def test_one_cpu_device_runs_convolutions_on_eigen(requested, xla_flags, count, 
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert (out["count"], out["ynnpack"]) == (count, ynnpack)
   assert ("convolutions on Eigen" in out["line"]) == (not ynnpack)
+
+
+def test_navigate_and_edit_get_one_cpu_device(tmp_path):
+  """They run on one device, so by default the CPU is not split for them (the
+  run itself stops at once here: the workdir holds no trained model)."""
+  env = dict(subprocess_env(), XLA_FLAGS="--xla_backend_optimization_level=0")
+  for mode in ("navigate", "edit"):
+    proc = subprocess.run(
+        [sys.executable, "-m", "cldis_jax.main", f"--config={config_path('test.py')}",
+         f"--workdir={tmp_path}", f"--mode={mode}"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert "devices: 1 x cpu (cpu): one device, convolutions on Eigen" in proc.stderr, (
+        proc.stderr[-3000:])
