@@ -94,14 +94,12 @@ def split_cpu(requested: int, batch_size: int) -> int | None:
 NO_YNNPACK = "--xla_cpu_experimental_ynn_fusion_type="
 
 
-def eigen_convolutions() -> bool:
+def eigen_convolutions() -> None:
   """Before JAX starts: turn XLA:CPU's YNNPACK fusions off (`NO_YNNPACK` in
-  XLA_FLAGS), unless the user's XLA_FLAGS choose them. Returns whether it did."""
+  XLA_FLAGS), unless the user's XLA_FLAGS choose them."""
   xla_flags = os.environ.get("XLA_FLAGS", "")
-  if "xla_cpu_experimental_ynn_fusion_type" in xla_flags:
-    return False
-  os.environ["XLA_FLAGS"] = f"{xla_flags} {NO_YNNPACK}".strip()
-  return True
+  if "xla_cpu_experimental_ynn_fusion_type" not in xla_flags:
+    os.environ["XLA_FLAGS"] = f"{xla_flags} {NO_YNNPACK}".strip()
 
 
 def describe_devices(cpu_split: int | None) -> str:

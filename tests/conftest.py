@@ -36,11 +36,16 @@ def subprocess_env(devices: int = 1) -> dict[str, str]:
   return env
 
 
-def run_json_script(script: str, *args: str, devices: int) -> dict:
-  """Runs `python -c script args` on `devices` simulated CPU devices; the
-  JSON object its last output line holds."""
+def run_json_script(script: str, *args: str, devices: int = 1,
+                    xla_flags: str | None = None) -> dict:
+  """Runs `python -c script args` on `devices` simulated CPU devices (or, with
+  `xla_flags`, with XLA_FLAGS set to exactly that); the JSON object its last
+  output line holds."""
   import json, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
-  proc = subprocess.run([sys.executable, "-c", script, *args], env=subprocess_env(devices),
+  env = subprocess_env(devices)
+  if xla_flags is not None:
+    env["XLA_FLAGS"] = xla_flags
+  proc = subprocess.run([sys.executable, "-c", script, *args], env=env,
                         capture_output=True, text=True, timeout=400)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,7 +1,6 @@
 """Data parallelism: the sharded step equals the single-device step, and two
 processes on loopback train to the same parameters as one process."""
 
-import json
 import os
 import subprocess
 import sys
@@ -162,11 +161,7 @@ print(json.dumps(dict(count=count, ynnpack="ynn_fusion" in hlo,
     (1, "--xla_cpu_experimental_ynn_fusion_type=individual_convolution", 1, True),  # the user's
 ])
 def test_one_cpu_device_runs_convolutions_on_eigen(requested, xla_flags, count, ynnpack):
-  env = dict(subprocess_env(), XLA_FLAGS=xla_flags)
-  proc = subprocess.run([sys.executable, "-c", _CONV_LIBRARY, str(requested)], env=env,
-                        capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  out = run_json_script(_CONV_LIBRARY, str(requested), xla_flags=xla_flags)
   assert (out["count"], out["ynnpack"]) == (count, ynnpack)
   assert ("convolutions on Eigen" in out["line"]) == (not ynnpack)
 
