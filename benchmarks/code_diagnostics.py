@@ -46,9 +46,8 @@ def main(argv):
   del argv
   config = checkpoint.stored_config(FLAGS.workdir)
   step, models, params = checkpoint.restore_ema(config, FLAGS.workdir)
-  source = data.build_source(config.data, image_size=config.model.image_size,
-                             channels=config.model.in_channels)
-  process = diffusion.Diffusion.from_config(config.diffusion)
+  source = data.source_of(config)
+  process = diffusion.process(config.diffusion)
 
   @jax.jit
   def measure(x0, rng):
@@ -65,7 +64,7 @@ def main(argv):
                                                   replace=False)
   out = []
   for b in range(FLAGS.batches):
-    x0 = data.to_model_range(source.__getitems__(np.sort(rows[b::FLAGS.batches]))["image"])
+    x0 = data.images_at(source, np.sort(rows[b::FLAGS.batches]))
     out.append([float(v) for v in measure(x0, jax.random.key(FLAGS.seed * 1000 + b))])
   right, other, info = np.array(out).T
   sem = lambda v: v.std(ddof=1) / np.sqrt(len(v))

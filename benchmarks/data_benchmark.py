@@ -71,8 +71,7 @@ def source_part(resolution, n, repeats):
 
 
 def pipeline_part(config, steps, warmup, repeats):
-  source = data.build_source(config.data, image_size=config.model.image_size,
-                             channels=config.model.in_channels)
+  source = data.source_of(config)
   pipeline = data.build_pipeline(config, source)
   batch = config.train.batch_size
   print(f"pipeline: {source.name} {config.model.image_size}x{config.model.image_size}, "

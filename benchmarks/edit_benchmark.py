@@ -62,7 +62,7 @@ def main(argv):
                                                           replace=False))
   inverted, fresh = [], []
   for i in range(0, len(rows), FLAGS.batch):
-    x = data.to_model_range(model.source.__getitems__(rows[i:i + FLAGS.batch])["image"])
+    x = data.images_at(model.source, rows[i:i + FLAGS.batch])
     z = model.encode(x)
     inverted.append(psnr(model.decode(z, model.invert(x, z)), x))
     noise = np.random.RandomState(i).randn(*x.shape).astype(np.float32)
@@ -73,7 +73,7 @@ def main(argv):
   print(f"PSNR, inverted x_T:  {inverted.mean():.2f} dB (std {inverted.std():.2f}, "
         f"min {inverted.min():.2f})")
   print(f"PSNR, fresh x_T:     {fresh.mean():.2f} dB (std {fresh.std():.2f})")
-  x = data.to_model_range(model.source.__getitems__(rows[:FLAGS.batch])["image"])
+  x = data.images_at(model.source, rows[:FLAGS.batch])
   z = model.encode(x)
   x_T = model.invert(x, z)
   n = len(x)

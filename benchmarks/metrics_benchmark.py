@@ -122,8 +122,7 @@ def main(argv):
     config = FLAGS.config
     models = models_lib.build_models(config.model)
     params = jax.device_get(models_lib.init_params(models, jax.random.key(0)))
-    source = data.build_source(config.data, image_size=config.model.image_size,
-                               channels=config.model.in_channels)
+    source = data.source_of(config)
     table = codes.CodeTable(source, models, params, reference_images=256)  # compiles
     rows = np.random.RandomState(1).choice(len(source), FLAGS.encode_images, replace=False)
     seconds, _ = _timed(lambda: table.ensure(rows))

@@ -10,13 +10,13 @@ config and batch size.
 
 Any config field can be overridden the same way (--config.model.diffae.dropout=0.0).
 
-`navigate` is the navigation step (`cldis_jax.navigate`, batch
+`navigate` is the navigation step (`cldis_jax.navigation`, batch
 `navigate.batch_size` unless --batch): the image pair decoded by
 `navigate.decode_steps` DDIM steps, the reconstructor, the gradient into the
 directions and the reconstructor, Adam; on one device (as --mode=navigate).
 
 The `diffae` part is forward + backward + Adam (with global-norm clipping), the
-work the official PyTorch training step does (README, Benchmarks); `cldis`
+work the official PyTorch training step does (docs/benchmarks.md); `cldis`
 is the step `python -m cldis_jax.main` runs. Printed per part:
 compile time, median step time over --repeats runs after compilation (with min
 and max, to show the noise), images/s, XLA's flop count of the compiled step
@@ -43,7 +43,7 @@ import optax
 
 import numpy as np
 
-from cldis_jax import diffusion, models, navigate, objective, parallel, train_step
+from cldis_jax import diffusion, models, navigation, objective, parallel, train_step
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/test.py", "Config file (path[:arg]).")
@@ -126,7 +126,7 @@ def _adam(config):
 def diffae_step_fn(config, diffae):
   """(params, opt_state, x0, rng) -> same, one eps-loss Adam step on encoder + UNet."""
   tx = _adam(config)
-  process = diffusion.Diffusion.from_config(config.diffusion)
+  process = diffusion.process(config.diffusion)
 
   def step(params, opt_state, x0, rng):
     k_diff, k_drop, rng = jax.random.split(rng, 3)
@@ -169,7 +169,7 @@ def denoise_flops(diffae, params, x0):
 
 
 def sample_fn(config, diffae, steps):
-  process = diffusion.Diffusion.from_config(config.diffusion).respace(steps)
+  process = diffusion.process(config.diffusion, steps)
 
   def sample(params, x0, x_T):
     variables = {"params": params}
@@ -230,10 +230,10 @@ def main(argv):
                       if FLAGS.sample_steps == 20 else None))
   if "navigate" in parts:
     n_batch = FLAGS.batch or config.navigate.batch_size
-    nav = navigate.build(config)
+    nav = navigation.build(config)
     z = config.model.diffae.z_dim
-    state = navigate.init_state(config, nav, jax.random.key(0), np.zeros(z), np.eye(z), 0)
-    step = navigate.make_step(config, nets, nav)
+    state = navigation.init_state(config, nav, jax.random.key(0), np.zeros(z), np.eye(z), 0)
+    step = navigation.make_step(config, nets, nav)
     x = jax.random.uniform(jax.random.key(5), (n_batch, size, size, channels), minval=-1,
                            maxval=1)
     single = jax.device_get(params)

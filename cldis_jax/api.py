@@ -30,13 +30,13 @@ from typing import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from cldis_jax import checkpoint, codes, data, errors, navigate, samples
+from cldis_jax import codes, data, errors, grids, inference, navigation, trained
 from cldis_jax.data.folder import load_image
-from cldis_jax.models.heads import mu_directions
+from cldis_jax.models.heads import mu_directions, mu_std
 
 KINDS = ("navigation", "mu_s")
 FLOAT_TOLERANCE = 1e-3  # float images may stray this far outside [-1, 1]
-to_uint8 = samples.to_uint8
+to_uint8 = grids.to_uint8
 
 
 class InputError(errors.UserError, ValueError):
@@ -72,35 +72,21 @@ def load_images(paths: Sequence[str], config) -> np.ndarray:
 def load(workdir: str, config=None, step: int | None = None) -> "Trained":
   """The model in `workdir` (latest training checkpoint unless `step`), with
   the config stored next to it unless one is given."""
-  config = config or checkpoint.stored_config(workdir)
-  step, models, params = checkpoint.restore_ema(config, workdir, step)
-  return Trained(config, models, params, step, workdir)
+  return trained.load(workdir, config, step, cls=Trained)
 
 
-class Trained:
-  """A trained model's EMA parameters plus what editing needs."""
+class Trained(trained.Run):
+  """A trained run (config, models, EMA parameters, step, workdir), with
+  checked inputs and the edits."""
 
-  def __init__(self, config, models, params, step: int, workdir: str | None = None):
-    self.config, self.models, self.params, self.step = config, models, params, step
-    self.workdir = workdir
-    d, e = config.diffusion, config.edit
-    self.invert_process = samples.sampling_process(d.beta_schedule, d.num_timesteps,
-                                                   e.invert_steps)
-    self.decode_process = samples.sampling_process(d.beta_schedule, d.num_timesteps,
-                                                   e.decode_steps)
-    self.image_shape = (config.model.image_size,) * 2 + (config.model.in_channels,)
-    self._source = self._navigation = self._z_cov = None
+  def __post_init__(self):
+    e = self.config.edit
+    self.invert_process = self.process(e.invert_steps)
+    self.decode_process = self.process(e.decode_steps)
+    self.image_shape = (self.config.model.image_size,) * 2 + (self.config.model.in_channels,)
+    self._navigation = self._z_cov = None
 
   # --- inputs -----------------------------------------------------------------------
-
-  @property
-  def source(self):
-    """The config's dataset (opened on first use)."""
-    if self._source is None:
-      m = self.config.model
-      self._source = data.build_source(self.config.data, image_size=m.image_size,
-                                       channels=m.in_channels)
-    return self._source
 
   def images(self, paths: Sequence[str] = (), count: int = 0) -> np.ndarray:
     """Image files (any size: resized, centre-cropped), or `count` images
@@ -156,7 +142,7 @@ class Trained:
 
   def encode(self, x) -> np.ndarray:
     """z_sem (N, z_dim)."""
-    return np.asarray(samples.encode(self.models, self.params, self._batch(x)))
+    return np.asarray(inference.encode(self.models, self.params, self._batch(x)))
 
   def representation(self, x) -> np.ndarray:
     """mu_s (N, d_v): the distilled code the metrics evaluate."""
@@ -165,15 +151,15 @@ class Trained:
   def invert(self, x, z_sem=None) -> np.ndarray:
     """x_T (N, H, W, C) by DDIM inversion under z_sem (default: encode(x))."""
     x = self._batch(x)
-    z_sem = (samples.encode(self.models, self.params, x) if z_sem is None
+    z_sem = (inference.encode(self.models, self.params, x) if z_sem is None
              else self._codes(z_sem, len(x)))
-    return np.asarray(samples.invert(self.models, self.invert_process, self.params, x, z_sem))
+    return np.asarray(inference.invert(self.models, self.invert_process, self.params, x, z_sem))
 
   def decode(self, z_sem, x_T) -> np.ndarray:
     """Images (N, H, W, C) in [-1, 1] from (z_sem, x_T) by DDIM."""
     x_T = self._noise(x_T)
-    return np.asarray(samples.decode(self.models, self.decode_process, self.params,
-                                     self._codes(z_sem, len(x_T)), x_T))
+    return np.asarray(inference.decode(self.models, self.decode_process, self.params,
+                                       self._codes(z_sem, len(x_T)), x_T))
 
   def reconstruct(self, x) -> np.ndarray:
     """decode(encode(x), invert(x))."""
@@ -187,7 +173,7 @@ class Trained:
       if self.workdir is None:
         raise FileNotFoundError("this model was not loaded from a workdir, so it has no "
                                 "navigation checkpoint")
-      self._navigation = navigate.restore(self.workdir)  # (its config, nav, state)
+      self._navigation = navigation.restore(self.workdir)  # (its config, nav, state)
     return self._navigation
 
   def z_cov(self) -> np.ndarray:
@@ -206,12 +192,10 @@ class Trained:
     """(directions (K, z_dim), sigma (K,)): z_sem + s * sigma[k] * directions[k]
     moves s standard deviations along direction k."""
     if kind == "navigation":
-      return navigate.directions_of(*self._navigation_state())
+      return navigation.directions_of(*self._navigation_state())
     if kind == "mu_s":
-      kernel = np.asarray(self.params["head"]["proj"]["kernel"], np.float64)
-      w_mu = kernel[:, :kernel.shape[1] // 2]
-      sigma = np.sqrt(np.einsum("dk,de,ek->k", w_mu, self.z_cov(), w_mu))
-      return np.asarray(mu_directions(self.params["head"])), sigma.astype(np.float32)
+      head = self.params["head"]
+      return np.asarray(mu_directions(head)), mu_std(head, self.z_cov())
     raise InputError(f"direction kind {kind!r} is not one of {KINDS}")
 
   # --- edits --------------------------------------------------------------------------
@@ -230,9 +214,9 @@ class Trained:
     if not len(strengths):
       raise InputError("strengths is empty; give at least one strength (0: the reconstruction)")
     x = self._batch(x)
-    z = samples.encode(self.models, self.params, x)
-    x_T = samples.invert(self.models, self.invert_process, self.params, x, z)
-    return np.asarray(samples.decode_along(
+    z = inference.encode(self.models, self.params, x)
+    x_T = inference.invert(self.models, self.invert_process, self.params, x, z)
+    return np.asarray(inference.decode_along(
         self.models, self.decode_process, self.params, z, x_T,
         jnp.asarray(directions[which]), jnp.asarray(sigma[which, None] * strengths[None, :])))
 
@@ -247,9 +231,8 @@ class Trained:
     if len(x_a) != len(x_b):
       raise InputError(f"x_a has {len(x_a)} images and x_b {len(x_b)}; give pairs")
     alphas = _finite("alphas", _array("alphas", alphas, np.float32).reshape(-1))
-    z_a, z_b = (samples.encode(self.models, self.params, x) for x in (x_a, x_b))
-    t_a = samples.invert(self.models, self.invert_process, self.params, x_a, z_a)
-    t_b = samples.invert(self.models, self.invert_process, self.params, x_b, z_b)
-    return np.asarray(samples.interpolate(self.models, self.decode_process, self.params,
-                                          z_a, z_b, t_a, t_b,
-                                          jnp.asarray(alphas)))
+    z_a, z_b = (inference.encode(self.models, self.params, x) for x in (x_a, x_b))
+    t_a = inference.invert(self.models, self.invert_process, self.params, x_a, z_a)
+    t_b = inference.invert(self.models, self.invert_process, self.params, x_b, z_b)
+    return np.asarray(inference.interpolate(self.models, self.decode_process, self.params,
+                                            z_a, z_b, t_a, t_b, jnp.asarray(alphas)))

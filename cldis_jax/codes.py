@@ -94,7 +94,7 @@ class CodeTable:
     kept, start, last_log = [], time.perf_counter(), time.perf_counter()
     for i in range(0, len(rows), self.batch_size):
       chunk = rows[i:i + self.batch_size]
-      images = data.to_model_range(self.source.__getitems__(chunk)["image"])
+      images = data.images_at(self.source, chunk)
       pad = self.batch_size - len(chunk)
       if pad:
         images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
@@ -153,7 +153,7 @@ def zsem_moments(models, params, source, *, num_images: int, batch_size: int = 2
       len(source), min(num_images, len(source)), replace=False))
   z = []
   for i in range(0, len(rows), batch_size):
-    images = data.to_model_range(source.__getitems__(rows[i:i + batch_size])["image"])
+    images = data.images_at(source, rows[i:i + batch_size])
     z.append(np.asarray(encode_batch(models, params, images)["z_sem"], np.float64))
   z = np.concatenate(z)
   return z.mean(axis=0), np.cov(z, rowvar=False)

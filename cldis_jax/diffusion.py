@@ -9,10 +9,13 @@ sampler bit for bit.
 
 The samplers take `eps_fn(x, t) -> eps`, where `t` is a (B,) int32 array of
 **original** timesteps (0..T-1), and run as a `lax.scan`, so a jitted caller
-compiles once per step count.
+compiles once per step count. `process(config.diffusion, steps)` is how the
+package builds every process: one object per setting, so jitted functions that
+take a process as a static argument compile once per setting.
 """
 
 import dataclasses
+import functools
 import re
 
 import jax
@@ -61,10 +64,6 @@ class Diffusion:
     betas = beta_schedule(beta_schedule_name, num_timesteps)
     return cls(np.arange(num_timesteps), np.cumprod(1.0 - betas))
 
-  @classmethod
-  def from_config(cls, diffusion_config):
-    return cls.create(diffusion_config.beta_schedule, diffusion_config.num_timesteps)
-
   @property
   def num_timesteps(self) -> int:
     return len(self.timesteps)
@@ -75,6 +74,16 @@ class Diffusion:
     abar = self.alphas_cumprod[kept]
     betas = 1.0 - abar / np.concatenate([[1.0], abar[:-1]])
     return Diffusion(self.timesteps[kept], np.cumprod(1.0 - betas))
+
+  def descending_from(self, t_start: float, num_steps: int) -> "Diffusion":
+    """`num_steps` evenly spaced timesteps ending at round(t_start * (T - 1)),
+    the last of them first in sampling (1 step: one x0 prediction from there)."""
+    top = int(round(t_start * (self.num_timesteps - 1)))
+    if not 1 <= num_steps <= top:
+      raise errors.ConfigError(f"{num_steps} DDIM steps do not fit below timestep {top} "
+                               f"(t_start={t_start}); valid: 1 to {top}")
+    kept = np.round(np.arange(1, num_steps + 1) * top / num_steps).astype(np.int64)
+    return Diffusion(self.timesteps[kept], self.alphas_cumprod[kept])
 
   @property
   def alphas_cumprod_prev(self):
@@ -148,6 +157,25 @@ class Diffusion:
       return x
     x, _ = jax.lax.scan(step, x, tables)
     return x
+
+
+def process(diffusion_config, steps: int | None = None, *,
+            t_start: float | None = None) -> Diffusion:
+  """The process of `config.diffusion`: the full T steps (training), its
+  "ddim{steps}" respacing (sampling, inversion), or with `t_start`
+  `Diffusion.descending_from(t_start, steps)` (navigation's decoder). Cached
+  by value: the same setting gives the same object."""
+  return _process(diffusion_config.beta_schedule, int(diffusion_config.num_timesteps),
+                  None if steps is None else int(steps),
+                  None if t_start is None else float(t_start))
+
+
+@functools.lru_cache(maxsize=32)
+def _process(beta_schedule_name: str, num_timesteps: int, steps, t_start) -> Diffusion:
+  full = Diffusion.create(beta_schedule_name, num_timesteps)
+  if steps is None:
+    return full
+  return full.respace(steps) if t_start is None else full.descending_from(t_start, steps)
 
 
 def _f32(table):

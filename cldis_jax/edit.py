@@ -22,10 +22,9 @@ import json
 import os
 
 from absl import logging
-import jax
 import numpy as np
 
-from cldis_jax import api, config_lib, data, errors, grids, samples
+from cldis_jax import api, config_lib, data, errors, grids, trained
 
 
 def strengths_of(edit_config) -> np.ndarray:
@@ -40,14 +39,13 @@ def direction_grid(inputs, frames) -> np.ndarray:
   """inputs (N, H, W, C), frames (N, F, H, W, C) in [-1, 1] -> uint8 grid, the
   middle frame column framed."""
   cells = np.concatenate([np.asarray(inputs)[:, None], frames], axis=1)
-  return grids.tile(samples.to_uint8(cells), marked_column=1 + frames.shape[1] // 2)
+  return grids.tile(grids.to_uint8(cells), marked_column=1 + frames.shape[1] // 2)
 
 
 def run(config, workdir: str) -> dict:
   """`--mode=edit` on `workdir`'s latest training checkpoint."""
   config_lib.check_config(config)
-  if jax.process_count() > 1:
-    raise errors.UsageError("--mode=edit runs on one process: start it without --distributed")
+  trained.one_process("edit")
   e = config.edit
   if e.directions not in api.KINDS:
     raise errors.ConfigError(f"edit.directions {e.directions!r} is not one of {api.KINDS}")
@@ -73,8 +71,7 @@ def run(config, workdir: str) -> dict:
     a, b = x[0:2 * pairs:2], x[1:2 * pairs:2]
     mixed = model.interpolate(a, b, np.linspace(0.0, 1.0, e.interpolation_steps))
     cells = np.concatenate([a[:, None], mixed, b[:, None]], axis=1)
-    files.append(grids.save_png(os.path.join(out_dir, "interpolation.png"),
-                                grids.tile(samples.to_uint8(cells)), scale))
+    files.append(grids.save_grid(os.path.join(out_dir, "interpolation.png"), cells))
   summary = dict(step=model.step, directions=e.directions, which=which,
                  strengths=strengths.tolist(), sigma=[float(sigma[k]) for k in which],
                  images=names, invert_steps=e.invert_steps, decode_steps=e.decode_steps,

@@ -23,16 +23,14 @@ the learned directions ("navigation") with the traversal metrics, next to the
 representations' own axes.
 """
 
-import json
 import os
 import time
 
 from absl import logging
-import jax
 import numpy as np
 
-from cldis_jax import (checkpoint, codes as codes_lib, config_lib, data, errors, grids, navigate,
-                       samples)
+from cldis_jax import (codes as codes_lib, data, diffusion, errors, eval_report, grids,
+                       inference, navigation, trained)
 from cldis_jax.metrics import (beta_vae, ctd, dci, factor_probe, factor_vae, mig, modularity,
                                protocol, sap, tad)
 from cldis_jax.models.heads import mu_directions
@@ -98,16 +96,15 @@ def _strengths(config, sigma) -> np.ndarray:
 def _direction_frames(models, config, params, x0, directions, sigma):
   """[N, K, 2S+1, H, W, C] in [-1, 1]: z_sem along each direction out to
   +-range_sigma * sigma, decoded by DDIM from each source's inverted x_T."""
-  d = config.diffusion
-  process = samples.sampling_process(d.beta_schedule, d.num_timesteps, d.sample_steps)
-  return samples.diffae_traversals(models, process, params, x0, np.asarray(directions),
+  process = diffusion.process(config.diffusion, config.diffusion.sample_steps)
+  return inference.diffae_traversals(models, process, params, x0, np.asarray(directions),
                                    _strengths(config, sigma))
 
 
 def _traversal_frames(models, config, params, table, rep, x0):
   """[N, K, 2S+1, H, W, C] in [-1, 1] along each direction of `rep`."""
   if rep == "vae_mu":
-    return samples.vae_traversals(models, params, x0, _strengths(config, table.scale(rep)))
+    return inference.vae_traversals(models, params, x0, _strengths(config, table.scale(rep)))
   directions = (mu_directions(params["head"]) if rep == "mu_s"
                 else np.asarray(table.pca_components, np.float32))
   return _direction_frames(models, config, params, x0, directions, table.scale(rep))
@@ -116,9 +113,7 @@ def _traversal_frames(models, config, params, table, rep, x0):
 def _traversal_metrics(config, frames, rep, wanted, probe, out_dir) -> dict:
   """CTD and / or the factor response of traversal frames; the grid of the first source."""
   frames = np.asarray(frames)
-  path = grids.save_png(os.path.join(out_dir, f"traverse_{rep}.png"),
-                        grids.tile(samples.to_uint8(frames[0])),
-                        max(1, 64 // config.model.image_size))
+  path = grids.save_grid(os.path.join(out_dir, f"traverse_{rep}.png"), frames[0])
   out = {}
   if "ctd" in wanted:
     unit = (np.clip(frames, -1.0, 1.0) + 1.0) / 2.0
@@ -142,13 +137,7 @@ def _train_probe(config, source):
                                   test_images=p.test_images, seed=config.evaluate.seed)
 
 
-def evaluate_params(config, models, params, source, out_dir: str, step: int,
-                    writer=None, directions=None) -> dict:
-  """Evaluates EMA `params` on `source`; writes metrics.json, metrics.txt and
-  traversal PNGs into `out_dir`; returns the results. `directions` maps a
-  name to (z_sem directions (K, z_dim), std along each (K,)), scored with the
-  traversal metrics only (the learned navigation directions)."""
-  e = config.evaluate
+def _check_request(e) -> None:
   unknown = [m for m in e.metrics if m not in METRICS]
   if unknown:
     raise errors.ConfigError(f"evaluate.metrics has unknown {unknown}; valid: {', '.join(METRICS)}")
@@ -156,6 +145,42 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
     if rep not in codes_lib.REPRESENTATIONS:
       raise errors.ConfigError(f"evaluate.representations has {rep!r}; valid: "
                                f"{', '.join(codes_lib.REPRESENTATIONS)}")
+
+
+def _skipped(metrics, source, ground_truth) -> dict[str, str]:
+  """The requested metrics the source cannot give, each with why."""
+  no_factors = f"{source.name} has no ground-truth factors"
+  skipped = {}
+  for m in metrics:
+    if m in SUPERVISED + ("factor_response",) and ground_truth is None:
+      skipped[m] = no_factors
+    if m == "tad" and not _has_attributes(source):
+      skipped[m] = f"{source.name} has no binary attributes"
+  return skipped
+
+
+class _Clock:
+  """Wall time per phase, less any encoding the phase triggered (timed apart)."""
+
+  def __init__(self, table):
+    self.table, self.seconds = table, {}
+
+  def __call__(self, label, fn):
+    start, encoding = time.perf_counter(), self.table.encode_seconds
+    out = fn()
+    self.seconds[label] = time.perf_counter() - start - (self.table.encode_seconds - encoding)
+    logging.info("%s took %.1f s", label, self.seconds[label])
+    return out
+
+
+def evaluate_params(config, models, params, source, out_dir: str, step: int,
+                    writer=None, directions=None) -> dict:
+  """Evaluates EMA `params` on `source`; writes metrics.json, metrics.txt and
+  traversal PNGs into `out_dir`; returns the results. `directions` maps a
+  name to (z_sem directions (K, z_dim), std along each (K,)), scored with the
+  traversal metrics only (the learned navigation directions)."""
+  e = config.evaluate
+  _check_request(e)
   os.makedirs(out_dir, exist_ok=True)
   start = time.perf_counter()
   table = codes_lib.CodeTable(source, models, params, batch_size=e.encode_batch,
@@ -164,140 +189,62 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
   if e.encode_all:
     table.encode_all()
   ground_truth = protocol.GroundTruth.of(source) if source.factor_space else None
-  attributes = _has_attributes(source)
-  skipped = {}
-  for m in e.metrics:
-    if m in SUPERVISED and ground_truth is None:
-      skipped[m] = f"{source.name} has no ground-truth factors"
-    if m == "tad" and not attributes:
-      skipped[m] = f"{source.name} has no binary attributes"
-    if m == "factor_response" and ground_truth is None:
-      skipped[m] = f"{source.name} has no ground-truth factors"
-
-  seconds = {}
-
-  def timed(label, fn):
-    """fn(), its wall time (less any encoding it triggered) in `seconds`."""
-    start, encoding = time.perf_counter(), table.encode_seconds
-    out = fn()
-    seconds[label] = time.perf_counter() - start - (table.encode_seconds - encoding)
-    logging.info("%s took %.1f s", label, seconds[label])
-    return out
-
+  skipped = _skipped(e.metrics, source, ground_truth)
+  timed = _Clock(table)
   wanted = [m for m in TRAVERSAL if m in e.metrics and m not in skipped]
   probe = (timed("probe", lambda: _train_probe(config, source))
            if "factor_response" in wanted else None)
-  x0 = data.to_model_range(source.__getitems__(table.reference[:e.ctd.num_sources])["image"])
+  x0 = data.images_at(source, table.reference[:e.ctd.num_sources])
+
+  def traversals(name, frames_fn):
+    logging.info("evaluating %s on %s traversals", ", ".join(wanted), name)
+    return timed(f"traversals of {name}", lambda: _traversal_metrics(
+        config, frames_fn(), name, wanted, probe, out_dir))
+
   results = {}
   for rep in e.representations:
     results[rep] = {}
     for m in e.metrics:
-      if m in skipped or m in TRAVERSAL:
-        continue
-      logging.info("evaluating %s on %s", m, rep)
-      if m in SUPERVISED:
-        results[rep][m] = timed(f"{m} on {rep}", lambda: _supervised(
-            m, ground_truth, table.representation(rep), e))
-      else:
-        results[rep][m] = timed(f"{m} on {rep}", lambda: _tad(table, source, rep, e.tad))
+      if m not in skipped and m not in TRAVERSAL:
+        logging.info("evaluating %s on %s", m, rep)
+        results[rep][m] = timed(f"{m} on {rep}", lambda: (
+            _supervised(m, ground_truth, table.representation(rep), e) if m in SUPERVISED
+            else _tad(table, source, rep, e.tad)))
     if wanted:
-      logging.info("evaluating %s on %s traversals", ", ".join(wanted), rep)
-      results[rep].update(timed(f"traversals of {rep}", lambda: _traversal_metrics(
-          config, _traversal_frames(models, config, params, table, rep, x0), rep, wanted,
-          probe, out_dir)))
+      results[rep].update(traversals(rep, lambda: _traversal_frames(
+          models, config, params, table, rep, x0)))
   for name, (dirs, sigma) in (directions or {}).items():
     if wanted:
-      logging.info("evaluating %s on %s traversals", ", ".join(wanted), name)
-      results[name] = timed(f"traversals of {name}", lambda: _traversal_metrics(
-          config, _direction_frames(models, config, params, x0, dirs, sigma), name, wanted,
-          probe, out_dir))
-  seconds.update(encode=table.encode_seconds, total=time.perf_counter() - start)
+      results[name] = traversals(name, lambda: _direction_frames(
+          models, config, params, x0, dirs, sigma))
+  seconds = dict(timed.seconds, encode=table.encode_seconds,
+                 total=time.perf_counter() - start)
   logging.info("encoding took %.1f s of the evaluation's %.1f s", seconds["encode"],
                seconds["total"])
-
   summary = dict(
       step=step, dataset=source.name, num_images=len(source),
       factors=list(ground_truth.latent_names) if ground_truth else None,
       images_encoded=table.encoded_images, encode_seconds=table.encode_seconds,
       protocol={k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in e.to_dict().items() if k not in ("tad", "ctd")},
-      skipped=skipped, seconds=seconds, results=_jsonable(results))
-  with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  text = format_table(summary)
-  with open(os.path.join(out_dir, "metrics.txt"), "w") as f:
-    f.write(text + "\n")
+      skipped=skipped, seconds=seconds, results=eval_report.jsonable(results))
+  eval_report.write(out_dir, summary)
   if writer is not None:
-    writer.write_scalars(step, {f"eval/{k}": v for k, v in headline(summary).items()})
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_report.headline(summary).items()})
   return summary
-
-
-def _jsonable(tree):
-  if isinstance(tree, dict):
-    return {k: _jsonable(v) for k, v in tree.items()}
-  if isinstance(tree, (list, tuple)):
-    return [_jsonable(v) for v in tree]
-  if isinstance(tree, (np.generic, np.ndarray)):
-    return tree.tolist()
-  return tree
-
-
-HEADLINE = (("factor_vae", "eval_accuracy", "FactorVAE"), ("beta_vae", "eval_accuracy", "beta-VAE"),
-            ("mig", "discrete_mig", "MIG"), ("dci", "disentanglement", "DCI-D"),
-            ("dci", "completeness", "DCI-C"), ("dci", "informativeness_test", "DCI-I"),
-            ("sap", "SAP_score", "SAP"), ("modularity", "modularity_score", "modularity"),
-            ("modularity", "explicitness_score_test", "explicitness"),
-            ("ctd", "ctd", "CTD"), ("ctd", "active_fraction", "CTD active"),
-            ("factor_response", "concentration", "probe concentration"))
-
-
-def headline(summary) -> dict[str, float]:
-  """The numbers a paper table quotes, as `<representation>/<name>`."""
-  out = {}
-  for rep, res in summary["results"].items():
-    for metric, key, label in HEADLINE:
-      if metric in res:
-        out[f"{rep}/{label}"] = float(res[metric][key])
-    for variant, t in res.get("tad", {}).items():
-      out[f"{rep}/TAD ({variant})"] = float(t["tad"])
-      out[f"{rep}/TAD attrs ({variant})"] = float(t["num_attributes"])
-  return out
-
-
-def format_table(summary) -> str:
-  """Metrics as rows, representations as columns."""
-  numbers = headline(summary)
-  reps = list(summary["results"])
-  labels = list(dict.fromkeys(k.split("/", 1)[1] for k in numbers))
-  width = max([len(l) for l in labels] + [6])
-  lines = [f"{summary['dataset']} at step {summary['step']} "
-           f"({summary['images_encoded']} images encoded)",
-           " " * width + "".join(f"{r:>12}" for r in reps)]
-  for label in labels:
-    cells = [numbers.get(f"{r}/{label}") for r in reps]
-    lines.append(f"{label:<{width}}" + "".join(
-        f"{v:>12.4f}" if v is not None else f"{'-':>12}" for v in cells))
-  for m, why in summary["skipped"].items():
-    lines.append(f"{m}: skipped ({why})")
-  return "\n".join(lines)
 
 
 def run(config, workdir: str) -> dict:
   """`--mode=evaluate`: the latest checkpoint in `workdir`, EMA weights."""
-  config_lib.check_config(config)
-  if jax.process_count() > 1:
-    raise errors.UsageError("--mode=evaluate reads and encodes on one host: run it as a single "
-                            "process (without --distributed) on the trained workdir")
-  step, models, params = checkpoint.restore_ema(config, workdir)
-  source = data.build_source(config.data, image_size=config.model.image_size,
-                             channels=config.model.in_channels)
-  out_dir = os.path.join(workdir, "eval", str(step))
+  trained.one_process("evaluate")
+  model = trained.load(workdir, config)
+  out_dir = os.path.join(workdir, "eval", str(model.step))
   directions = {}
   try:
-    directions["navigation"] = navigate.directions_of(*navigate.restore(workdir))
+    directions["navigation"] = navigation.directions_of(*navigation.restore(workdir))
   except errors.NoCheckpointError:
     pass  # not navigated: the traversal metrics cover the codes' axes only
-  summary = evaluate_params(config, models, params, source, out_dir, step,
-                            directions=directions)
+  summary = evaluate_params(config, model.models, model.params, model.source, out_dir,
+                            model.step, directions=directions)
   logging.info("wrote %s/metrics.json", out_dir)
   return summary

@@ -1,4 +1,8 @@
-"""Picture grids: rows x columns of images tiled with a border, saved as PNG."""
+"""Picture grids: rows x columns of images tiled with a border, saved as PNG.
+
+`save_grid(path, cells)` is the usual route: model images in [-1, 1], cells
+enlarged to at least 64 px.
+"""
 
 import os
 
@@ -7,6 +11,11 @@ from PIL import Image
 
 
 MARK = (220, 30, 30)
+
+
+def to_uint8(images) -> np.ndarray:
+  """[-1, 1] -> uint8 [0, 255], rounded to the nearest level (clipped)."""
+  return np.asarray(np.clip((np.asarray(images) + 1.0) * 127.5 + 0.5, 0, 255), np.uint8)
 
 
 def tile(images: np.ndarray, pad: int = 2, fill: int = 255,
@@ -34,3 +43,11 @@ def save_png(path: str, image: np.ndarray, scale: int = 1) -> str:
     pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
   pil.save(path)
   return path
+
+
+def save_grid(path: str, cells, marked_column: int | None = None) -> str:
+  """[rows, cols, H, W, C] images in [-1, 1] -> a PNG at `path`, cells enlarged
+  to at least 64 px."""
+  cells = np.asarray(cells)
+  return save_png(path, tile(to_uint8(cells), marked_column=marked_column),
+                  max(1, 64 // cells.shape[2]))

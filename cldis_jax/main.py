@@ -133,8 +133,8 @@ def main(argv):
   elif FLAGS.mode == "evaluate":
     if not FLAGS.workdir:
       raise app.UsageError("--mode=evaluate needs --workdir (the trained run)")
-    from cldis_jax import evaluate  # pylint: disable=g-import-not-at-top
-    print(evaluate.format_table(evaluate.run(config, FLAGS.workdir)))
+    from cldis_jax import eval_report, evaluate  # pylint: disable=g-import-not-at-top
+    print(eval_report.format_table(evaluate.run(config, FLAGS.workdir)))
   elif FLAGS.mode in ("navigate", "edit"):
     if not FLAGS.workdir:
       raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir (the trained run)")

@@ -1,375 +1,128 @@
-"""Navigation (`--mode=navigate`): self-supervised discovery of K directions
-in z_sem space with the trained model frozen (Voynov & Babenko 2020, our
-reading of CL-Dis's navigation step; README, Navigate).
+"""The navigation program (`--mode=navigate`): `run(config, workdir)` learns
+directions in z_sem on the latest training checkpoint's EMA weights, with
+the model frozen (the method and its loss: `navigation.py`).
 
-One sample: a real image x, its z_sem, a direction k ~ U{0..K-1} and a shift
-eps = shift_max * U(-1, 1) with |eps| >= shift_min (sign kept). The shift is
-in units of the data's spread along the direction: z' = z + eps * sigma_k *
-A_k, sigma_k^2 = A_k^T Cov(z_sem) A_k over `navigate.reference_images`
-images (held fixed in the gradient). The pair (z, z') is decoded from one
-shared noisy x_t of the real image at t_start by `decode_steps` DDIM steps (1:
-the one-step x0 prediction), and the reconstructor sees the two images and
-predicts k (cross-entropy, weight w_cls) and eps (L1, weight w_shift). The
-directions and the reconstructor minimise the same loss with Adam.
-
-The loop runs on one device (one process): `<workdir>/navigation/` gets
-orbax checkpoints (resumed from, and saved on SIGTERM), TensorBoard scalars
-(loss, its terms, training and held-out accuracy), `metrics.json` and a
-traversal grid of the learned directions.
+It runs on one device (one process) and holds the workdir's writer lock.
+`<workdir>/navigation/` gets orbax checkpoints (resumed from, and saved on
+SIGTERM), TensorBoard scalars (loss, its terms, training and held-out
+accuracy), a traversal grid of the learned directions and, when it completes,
+`metrics.json`.
 """
 
 import json
 import os
 import time
-from typing import NamedTuple
 
 from absl import logging
-import flax.struct
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
-from cldis_jax import (checkpoint, codes, config_lib, data, diffusion, errors, grids,
-                       models as models_lib, preemption, samples, workdir_lock,
+from cldis_jax import (checkpoint, codes, data, grids, loop, navigation, trained, workdir_lock,
                        writer as writer_lib)
-from cldis_jax.models.navigator import Directions, Reconstructor
-
-SUBDIR = "navigation"
-
-
-class NavModels(NamedTuple):
-  directions: Directions
-  reconstructor: Reconstructor
-
-
-class NavState(flax.struct.PyTreeNode):
-  step: jax.Array
-  params: dict  # {"directions", "reconstructor"}
-  opt_state: optax.OptState
-  z_mean: jax.Array  # z_sem statistics the shifts are scaled by (not trained)
-  z_cov: jax.Array
-  basis: jax.Array  # rows: z_sem's principal axes (init "pca") or the identity
-  model_step: jax.Array  # the training checkpoint navigated
-
-
-def num_directions(config) -> int:
-  return config.navigate.num_directions or config.model.latent_dim
-
-
-def build(config) -> NavModels:
-  n = config.navigate
-  config_lib.check_known_keys(n.reconstructor, ("width", "stage_sizes", "stem", "inputs"),
-                              "navigate.reconstructor")
-  k = num_directions(config)
-  return NavModels(
-      Directions(k, config.model.diffae.z_dim, n.parameterization, n.init),
-      Reconstructor(k, n.reconstructor.width, tuple(n.reconstructor.stage_sizes),
-                    n.reconstructor.stem, n.reconstructor.inputs))
-
-
-def decoding_process(diffusion_config, t_start: float, steps: int) -> diffusion.Diffusion:
-  """The DDIM steps from timestep round(t_start * T) down to x0: `steps`
-  evenly spaced timesteps ending at t_start (steps=1: one x0 prediction)."""
-  full = diffusion.Diffusion.from_config(diffusion_config)
-  top = int(round(t_start * (full.num_timesteps - 1)))
-  if not 1 <= steps <= top:
-    raise errors.ConfigError(f"navigate.decode_steps={steps} must be in [1, {top}] for "
-                             f"navigate.t_start={t_start}")
-  kept = np.round(np.arange(1, steps + 1) * top / steps).astype(np.int64)
-  return diffusion.Diffusion(full.timesteps[kept], full.alphas_cumprod[kept])
-
-
-def sample_shifts(rng, batch: int, k: int, shift_max: float, shift_min: float):
-  """Direction indices (B,) and shifts (B,): shift_max * U(-1, 1), snapped to
-  +-shift_min below it."""
-  k_idx, k_eps = jax.random.split(rng)
-  index = jax.random.randint(k_idx, (batch,), 0, k)
-  eps = shift_max * jax.random.uniform(k_eps, (batch,), minval=-1.0, maxval=1.0)
-  eps = jnp.where(jnp.abs(eps) < shift_min, jnp.where(eps < 0, -shift_min, shift_min), eps)
-  return index, eps
-
-
-SHIFT_SCALES = ("direction", "global")
-
-
-def direction_sigma(directions, z_cov, shift_scale: str):
-  """The unit of shift along each direction (rows of `directions`): the data's
-  std along it ("direction"), or along z_sem's first principal axis for
-  every direction ("global")."""
-  if shift_scale == "direction":
-    var = jnp.einsum("kd,de,ke->k", directions, z_cov, directions)
-  elif shift_scale == "global":
-    var = jnp.full(directions.shape[:1], jnp.linalg.eigvalsh(z_cov)[-1])
-  else:
-    raise errors.ConfigError(f"navigate.shift_scale {shift_scale!r} is not one of {SHIFT_SCALES}")
-  return jnp.sqrt(jnp.maximum(var, 1e-12))
-
-
-def make_loss(config, models, nav: NavModels):
-  """(nav_params, model_params, z_cov, basis, x0, rng) -> (loss, aux)."""
-  n = config.navigate
-  full = diffusion.Diffusion.from_config(config.diffusion)
-  process = decoding_process(config.diffusion, n.t_start, n.decode_steps)
-  t_start = int(process.timesteps[-1])
-  k = num_directions(config)
-
-  def loss_fn(nav_params, params, z_cov, basis, x0, rng):
-    k_shift, k_noise = jax.random.split(rng)
-    z = jax.lax.stop_gradient(models.diffae.apply({"params": params["diffae"]}, x0,
-                                                method="encode"))
-    a = nav.directions.apply({"params": nav_params["directions"]}, basis)
-    sigma = jax.lax.stop_gradient(direction_sigma(a, z_cov, n.shift_scale))
-    index, eps = sample_shifts(k_shift, x0.shape[0], k, n.shift_max, n.shift_min)
-    z_b = z + (eps * sigma[index])[:, None] * a[index]
-    x_t = full.q_sample(x0, jnp.full((x0.shape[0],), t_start),
-                        jax.random.normal(k_noise, x0.shape))
-    z_pair = jnp.concatenate([z, z_b])
-
-    def eps_fn(x, t):
-      return models_lib.denoise(models, params, x, t, z_pair)
-    if n.remat and n.decode_steps > 1:
-      eps_fn = jax.checkpoint(eps_fn)
-    images = process.ddim_sample(eps_fn, jnp.concatenate([x_t, x_t]), unroll=True)
-    x_a, x_b = jnp.split(images, 2)
-    logits, eps_hat = nav.reconstructor.apply({"params": nav_params["reconstructor"]},
-                                              x_a, x_b)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, index).mean()
-    l1 = jnp.abs(eps_hat - eps).mean()
-    correct = (jnp.argmax(logits, -1) == index).astype(jnp.float32)
-    aux = dict(loss_cls=ce, loss_shift=l1, accuracy=correct.mean(),
-               pair_difference=jnp.abs(x_b - x_a).mean(),
-               correct=correct, index=index)
-    return n.w_cls * ce + n.w_shift * l1, aux
-
-  return loss_fn
-
-
-def make_optimizer(config):
-  return optax.adam(config.navigate.learning_rate)
-
-
-def principal_axes(z_cov) -> np.ndarray:
-  """Rows: eigenvectors of the covariance, largest variance first."""
-  _, vectors = np.linalg.eigh(np.asarray(z_cov, np.float64))
-  return vectors[:, ::-1].T
-
-
-def init_state(config, nav: NavModels, rng, z_mean, z_cov, model_step) -> NavState:
-  k_dir, k_rec = jax.random.split(rng)
-  s = config.model.image_size, config.model.image_size, config.model.in_channels
-  x = jnp.zeros((1,) + s, jnp.float32)
-  basis = jnp.asarray(principal_axes(z_cov) if nav.directions.start == "pca"
-                      else np.eye(len(z_mean)), jnp.float32)
-  params = dict(directions=nav.directions.init(k_dir, basis)["params"],
-                reconstructor=nav.reconstructor.init(k_rec, x, x)["params"])
-  return NavState(step=jnp.asarray(0, jnp.int32), params=params,
-                  opt_state=make_optimizer(config).init(params),
-                  z_mean=jnp.asarray(z_mean, jnp.float32), z_cov=jnp.asarray(z_cov, jnp.float32),
-                  basis=basis,
-                  model_step=jnp.asarray(model_step, jnp.int32))
-
-
-def abstract_state(config, nav: NavModels) -> NavState:
-  z = config.model.diffae.z_dim
-  return jax.eval_shape(lambda: init_state(config, nav, jax.random.key(0),
-                                           np.zeros(z), np.zeros((z, z)), 0))
-
-
-def make_step(config, models, nav: NavModels):
-  """(state, model_params, images, rng_root) -> (state, aux), jitted, state donated."""
-  loss_fn = make_loss(config, models, nav)
-  tx = make_optimizer(config)
-
-  def step(state: NavState, params, x0, rng_root):
-    rng = jax.random.fold_in(rng_root, state.step)
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, params, state.z_cov, state.basis, x0, rng)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                        opt_state=opt_state)
-    aux = {k: v for k, v in aux.items() if k not in ("correct", "index")}
-    return new, dict(aux, loss=loss, finite=jnp.isfinite(loss))
-
-  return jax.jit(step, donate_argnums=0)
-
-
-def make_accuracy(config, models, nav: NavModels):
-  """(nav_params, model_params, z_cov, basis, images, rng) -> (correct (B,),
-  index (B,), mean |shift error|), jitted: the reconstructor on fresh pairs."""
-  loss_fn = make_loss(config, models, nav)
-
-  def accuracy(nav_params, params, z_cov, basis, x0, rng):
-    _, aux = loss_fn(nav_params, params, z_cov, basis, x0, rng)
-    return aux["correct"], aux["index"], aux["loss_shift"]
-
-  return jax.jit(accuracy)
-
-
-def batch_rows(seed: int, step: int, num_rows: int, batch: int, stream: int = 0) -> np.ndarray:
-  """The image rows of navigation step `step` (the same on resume)."""
-  return np.random.default_rng((seed, stream, step)).integers(num_rows, size=batch)
-
-
-def held_out_accuracy(config, accuracy_fn, state: NavState, params, source) -> dict:
-  """Reconstructor accuracy on `accuracy_batches` fixed batches (fixed images,
-  directions, shifts and noise), overall and per direction."""
-  n = config.navigate
-  k = num_directions(config)
-  hits, counts, shift_err = np.zeros(k), np.zeros(k), []
-  for b in range(n.accuracy_batches):
-    rows = batch_rows(config.seed, b, len(source), n.batch_size, stream=1)
-    x0 = data.to_model_range(source.__getitems__(rows)["image"])
-    correct, index, err = jax.device_get(accuracy_fn(
-        state.params, params, state.z_cov, state.basis, x0, jax.random.key(10_000 + b)))
-    np.add.at(hits, index, correct)
-    np.add.at(counts, index, 1)
-    shift_err.append(float(err))
-  per_direction = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
-  return dict(accuracy=float(hits.sum() / counts.sum()), shift_mae=float(np.mean(shift_err)),
-              per_direction_accuracy=per_direction.tolist())
-
-
-def directions_of(config, nav: NavModels, state: NavState) -> tuple[np.ndarray, np.ndarray]:
-  """(directions (K, z_dim), sigma (K,)): z_sem + s * sigma_k * directions_k
-  is a shift of s in the units navigation trained with."""
-  a = nav.directions.apply({"params": state.params["directions"]}, state.basis)
-  return np.asarray(a), np.asarray(direction_sigma(a, state.z_cov, config.navigate.shift_scale))
-
-
-def restore(workdir: str, config=None):
-  """(config, NavModels, NavState) of `<workdir>/navigation`'s latest
-  checkpoint, with the navigation config stored there unless one is given."""
-  ckpt = checkpoint.Checkpoints(workdir, async_save=False, read_only=True,
-                                subdir=os.path.join(SUBDIR, "checkpoints"))
-  try:
-    if ckpt.latest_step() is None:
-      raise errors.NoCheckpointError(f"no navigation checkpoint in {ckpt.directory}: run "
-                                            f"--mode=navigate on {workdir} first")
-    config = config or ckpt.restore_config()
-    nav = build(config)
-    state = ckpt.restore(abstract_state(config, nav))
-  finally:
-    ckpt.close()
-  return config, nav, jax.device_get(state)
-
-
-def traversal_grid(config, models, params, nav, state, source) -> np.ndarray:
-  """uint8 grid: row k sweeps direction k over +-traversal_range std, decoded
-  from the first preview image's inverted x_T."""
-  n, d = config.navigate, config.diffusion
-  a, sigma = directions_of(config, nav, state)
-  unit = np.linspace(-1.0, 1.0, n.traversal_steps, dtype=np.float32)
-  strengths = n.traversal_range * sigma[:, None] * unit[None, :]
-  x0 = data.to_model_range(source.__getitems__(np.array([0]))["image"])
-  process = samples.sampling_process(d.beta_schedule, d.num_timesteps, d.sample_steps)
-  frames = samples.diffae_traversals(models, process, params, x0, a, strengths)[0]
-  return grids.tile(samples.to_uint8(frames))
 
 
 def run(config, workdir: str) -> dict:
-  """`--mode=navigate` on `workdir`'s latest training checkpoint (EMA weights),
-  holding the workdir's writer lock."""
-  config_lib.check_config(config)
-  if jax.process_count() > 1:
-    raise errors.UsageError("--mode=navigate runs on one process: start it without --distributed")
-  checkpoint.latest_trained_step(workdir)  # a clear error before anything is written
+  """`--mode=navigate` on `workdir`'s latest training checkpoint (EMA weights);
+  returns the metrics."""
+  trained.one_process("navigate")
+  model = trained.load(workdir, config)  # a clear error before anything is written
   with workdir_lock.WorkdirLock(workdir, "navigate"):
-    return _run_locked(config, workdir)
+    return _navigate(model, workdir)
 
 
-def _run_locked(config, workdir: str) -> dict:
-  model_step, models, params = checkpoint.restore_ema(config, workdir)
-  source = data.build_source(config.data, image_size=config.model.image_size,
-                             channels=config.model.in_channels)
-  nav = build(config)
-  out_dir = os.path.join(workdir, SUBDIR)
-  n = config.navigate
+def _navigate(model: trained.Run, workdir: str) -> dict:
+  config, n, t0 = model.config, model.config.navigate, time.perf_counter()
+  nav = navigation.build(config)
+  out_dir = os.path.join(workdir, navigation.SUBDIR)
   ckpt = checkpoint.Checkpoints(workdir, keep=n.keep_checkpoints,
-                                subdir=os.path.join(SUBDIR, "checkpoints"))
+                                subdir=os.path.join(navigation.SUBDIR, "checkpoints"))
   writer = writer_lib.create_default_writer(out_dir)
-  stop = preemption.StopSignal()
-  try:
-    if ckpt.latest_step() is not None:
-      state = ckpt.restore(abstract_state(config, nav))
-      logging.info("resumed navigation from %s/%d", ckpt.directory, ckpt.latest_step())
-      if int(state.model_step) != model_step:
-        logging.warning("the navigation checkpoint was trained on model step %d; the "
-                        "latest training checkpoint is %d. Continuing on the latest.",
-                        int(state.model_step), model_step)
-    else:
-      z_mean, z_cov = codes.zsem_moments(models, params, source,
-                                         num_images=n.reference_images, seed=config.seed)
-      state = init_state(config, nav, jax.random.key(config.seed), z_mean, z_cov,
-                         model_step)
-    return _loop(config, models, params, nav, state, source, ckpt, writer, stop, out_dir)
-  finally:
-    stop.close()
-    ckpt.close()
-    writer.flush()
-    writer.close()
-
-
-def _loop(config, models, params, nav, state, source, ckpt, writer, stop, out_dir) -> dict:
-  n = config.navigate
-  step_fn = make_step(config, models, nav)
-  accuracy_fn = make_accuracy(config, models, nav)
-  rng = jax.random.key(config.seed + 1)
-  params = jax.device_put(params)
-  start, window, last = int(state.step), [], None
-  t0 = t_log = time.perf_counter()
-  s_log, status = start, "completed"
-  for step in range(start, n.num_steps):
-    rows = batch_rows(config.seed, step, len(source), n.batch_size)
-    x0 = data.to_model_range(source.__getitems__(rows)["image"])
-    state, aux = step_fn(state, params, x0, rng)
-    window.append(aux)
-    done = step + 1
-    preempted = stop.reached(done)
-    if done % n.log_every == 0 or done == n.num_steps:
-      values = jax.device_get(window)
-      if not all(v["finite"] for v in values):
-        raise FloatingPointError(f"non-finite navigation loss by step {done}; the last "
-                                 f"checkpoint ({ckpt.latest_step()}) is intact")
-      now = time.perf_counter()
-      scalars = {f"navigate/{k}": float(np.mean([v[k] for v in values]))
-                 for k in values[0] if k != "finite"}
-      last = held_out_accuracy(config, accuracy_fn, state, params, source)
-      scalars.update({"navigate/held_out_accuracy": last["accuracy"],
-                      "navigate/held_out_shift_mae": last["shift_mae"],
-                      "navigate/steps_per_s": (done - s_log) / (now - t_log)})
-      writer.write_scalars(done, scalars)
-      logging.info("navigate step %d/%d  loss %.4f (ce %.4f, l1 %.4f)  accuracy %.3f "
-                   "(held out %.3f)  %.2f steps/s", done, n.num_steps,
-                   scalars["navigate/loss"], scalars["navigate/loss_cls"],
-                   scalars["navigate/loss_shift"], scalars["navigate/accuracy"],
-                   last["accuracy"], scalars["navigate/steps_per_s"])
-      window, t_log, s_log = [], time.perf_counter(), done  # not timing the held-out pass
-    if (n.checkpoint_every and done % n.checkpoint_every == 0) or preempted:
+  with loop.holding(ckpt, writer) as stop:
+    state = _start(model, nav, ckpt)
+    accuracy_fn = navigation.make_accuracy(config, model.models, nav)
+    state, status, last = _loop(model, nav, state, accuracy_fn, ckpt, writer, stop)
+    done = int(state.step)
+    if ckpt.latest_step() != done:
       ckpt.save(done, state, config)
-    if preempted:
-      status = "preempted"
-      logging.warning("navigation stopped by preemption at step %d; checkpoint saved", done)
-      break
-  done = int(state.step)
-  if ckpt.latest_step() != done:
-    ckpt.save(done, state, config)
-  ckpt.wait()
-  if last is None or status != "completed":
-    last = held_out_accuracy(config, accuracy_fn, state, params, source)
-  a, sigma = directions_of(config, nav, state)
-  grid = traversal_grid(config, models, params, nav, state, source)
-  grid_path = grids.save_png(os.path.join(out_dir, f"traverse_{done:08d}.png"), grid,
-                             max(1, 64 // config.model.image_size))
-  writer.write_images(done, {"navigate/traverse": grid})
+    ckpt.wait()
+    if last is None or status != "completed":
+      last = navigation.held_out_accuracy(config, accuracy_fn, state, model.params,
+                                          model.source)
+    grid = navigation.traversal_grid(config, model.models, model.params, nav, state,
+                                     model.source)
+    grid_path = grids.save_png(os.path.join(out_dir, f"traverse_{done:08d}.png"), grid,
+                               max(1, 64 // config.model.image_size))
+    writer.write_images(done, {"navigate/traverse": grid})
+  a, sigma = navigation.directions_of(config, nav, state)
+  gram = a @ a.T
   metrics = dict(status=status, step=done, model_step=int(state.model_step),
                  wall_time_s=time.perf_counter() - t0, num_directions=len(a),
                  parameterization=n.parameterization, decode_steps=n.decode_steps,
                  t_start=n.t_start, **last, direction_sigma=sigma.tolist(),
-                 gram_max_offdiag=float(np.abs(a @ a.T - np.diag(np.diag(a @ a.T))).max()),
+                 gram_max_offdiag=float(np.abs(gram - np.diag(np.diag(gram))).max()),
                  norm_max_error=float(np.abs(np.linalg.norm(a, axis=1) - 1).max()),
                  grid=grid_path, checkpoint=os.path.join(ckpt.directory, str(done)))
   if status == "completed":
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
       json.dump(metrics, f, indent=2)
   return metrics
+
+
+def _start(model: trained.Run, nav, ckpt) -> navigation.NavState:
+  """The latest navigation checkpoint, else a fresh state on z_sem's moments."""
+  config = model.config
+  if ckpt.latest_step() is None:
+    z_mean, z_cov = codes.zsem_moments(model.models, model.params, model.source,
+                                       num_images=config.navigate.reference_images,
+                                       seed=config.seed)
+    return navigation.init_state(config, nav, jax.random.key(config.seed), z_mean, z_cov,
+                                 model.step)
+  state = ckpt.restore(navigation.abstract_state(config, nav))
+  logging.info("resumed navigation from %s/%d", ckpt.directory, ckpt.latest_step())
+  if int(state.model_step) != model.step:
+    logging.warning("the navigation checkpoint was trained on model step %d; the latest "
+                    "training checkpoint is %d. Continuing on the latest.",
+                    int(state.model_step), model.step)
+  return state
+
+
+def _loop(model: trained.Run, nav, state, accuracy_fn, ckpt, writer, stop):
+  """Steps to `navigate.num_steps` or a stop signal -> (state, status, the
+  last held-out accuracy or None)."""
+  config, n, source = model.config, model.config.navigate, model.source
+  step_fn = navigation.make_step(config, model.models, nav)
+  rng = jax.random.key(config.seed + 1)
+  params = jax.device_put(model.params)
+  window, last = loop.Window(int(state.step)), None
+  for step in range(int(state.step), n.num_steps):
+    rows = navigation.batch_rows(config.seed, step, len(source), n.batch_size)
+    state, aux = step_fn(state, params, data.images_at(source, rows), rng)
+    window.aux.append(aux)
+    done = step + 1
+    preempted = stop.reached(done)
+    if loop.due(done, n.log_every, n.num_steps):
+      values, rate = window.report(done)
+      if not all(v["finite"] for v in values):
+        raise FloatingPointError(f"non-finite navigation loss by step {done}; the last "
+                                 f"checkpoint ({ckpt.latest_step()}) is intact")
+      last = navigation.held_out_accuracy(config, accuracy_fn, state, params, source)
+      _log(writer, done, n.num_steps, loop.mean_aux(values), last, rate)
+      window.restart(done)  # not timing the held-out pass
+    if loop.due(done, n.checkpoint_every) or preempted:
+      ckpt.save(done, state, config)
+    if preempted:
+      logging.warning("navigation stopped by preemption at step %d; checkpoint saved", done)
+      return state, "preempted", last
+  return state, "completed", last
+
+
+def _log(writer, done: int, num_steps: int, means: dict, held_out: dict, rate: float):
+  scalars = {f"navigate/{k}": v for k, v in means.items()}
+  scalars.update({"navigate/held_out_accuracy": held_out["accuracy"],
+                  "navigate/held_out_shift_mae": held_out["shift_mae"],
+                  "navigate/steps_per_s": rate})
+  writer.write_scalars(done, scalars)
+  logging.info("navigate step %d/%d  loss %.4f (ce %.4f, l1 %.4f)  accuracy %.3f "
+               "(held out %.3f)  %.2f steps/s", done, num_steps, means["loss"],
+               means["loss_cls"], means["loss_shift"], means["accuracy"],
+               held_out["accuracy"], rate)

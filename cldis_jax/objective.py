@@ -1,5 +1,6 @@
-"""The closed-loop objective: loss terms of both branches, the distillation link,
-and the beta controllers of the feedback link. Pure functions of arrays.
+"""The closed-loop objective: loss terms of both branches and the distillation
+link. Pure functions of arrays; the feedback link's beta controllers are in
+`beta_controller.py`.
 
   L = L_diff + w_vae * L_vae + w_dt * L_dt  (+ w_decorrelate * corr^2 of mu_s)
   L_diff = E_t,eps ||eps_theta(x_t, t, c) - eps||^2  (t uniform; c = E(x0) or expand(mu_s))
@@ -11,81 +12,21 @@ What is verified and what is ours (docs/method.md): CL-Dis is known to
 distill the VAE latent into the Diff-AE code with a KL loss and to adapt the
 VAE's disentanglement pressure from the diffusion branch. The exact feedback
 law, the loss weights and the gradient direction of L_dt are not published;
-the controllers below are our reconstruction and every choice is a config
-switch (`config.objective`).
-
-Controllers (`controller.kind`), all of the ControlVAE PI form. With a
-"pressure" u (positive: raise beta):
-
-  P_k = Kp * sigmoid(u_k)            (ControlVAE's Kp / (1 + exp(e_k)), e = -u)
-  I_k = clip(I_{k-1} + Ki * u_k, -Kp, beta_max - beta_min)     (anti-windup)
-  beta_{k+1} = clip(beta_min + P_k + I_k, beta_min, beta_max)
-
-- "constant": beta = beta_init, always (the open-loop ablation).
-- "pi_kl": ControlVAE on the VAE's own KL: u = EMA(KL) - C_k with the set
-  point C_k = min(kl_start + kl_step * (k // kl_period), kl_max).
-- "diffusion_feedback": u = r* - r_k with r_k = EMA(L_diff) /
-  L_diff_ref, the reference being the EMA at the end of the controller's
-  warm-up. While the diffusion branch fits better than r* times its reference,
-  beta rises; when the distilled constraint hurts the diffusion fit, it falls.
-- "diffusion_capacity": u = EMA(KL) - C_k with C_k = capacity * EMA(I_diff),
-  I_diff the nats the semantic code saves the denoiser
-  (`diffusion_information`), capped at kl_max.
-- "distillation_feedback": u = EMA(L_dt) - dt_target: beta rises while the
-  Diff-AE's distilled code lags the VAE's, and falls once it has caught up.
-- "diffusion_paced" (default): u = EMA(KL) - C_k with the capacity C_k = kl_max *
-  clip(1 - EMA(L_diff) / L_diff_ref, 0, 1): the VAE may hold as many nats as
-  the share of its initial error the diffusion branch has removed allows
-  (Burgess et al.'s capacity, raised by the diffusion branch's progress
-  instead of a clock). While the VAE's KL runs ahead of the diffusion branch,
-  beta rises; once the capacity has opened past it, beta falls, and it
-  settles where KL = C. Its state keeps EMA(L_diff) in `ema` and EMA(KL) in
-  `signal`.
+the loss weights, the KL direction and the controllers are our
+reconstruction, and every choice is a config switch (`config.objective`).
 
 `branches` trains one branch alone (no links): the study's baselines.
-
-ControlVAE freezes its integrator while beta sits below its floor; clamping
-the integral to the range beta can actually use does the same at both bounds,
-so a long saturation never delays the way back. During the warm-up beta stays
-at beta_init. The state enters the loss as a constant and is updated after
-it, so no gradient flows through beta.
 """
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from cldis_jax import diffusion, distributions, errors, models as models_lib
+from cldis_jax import beta_controller, diffusion, distributions, errors, models as models_lib
 
-CONTROLLERS = ("constant", "pi_kl", "diffusion_feedback", "diffusion_capacity",
-               "distillation_feedback", "diffusion_paced")
 BRANCHES = ("diffae", "vae")
-
-
-class ControllerState(NamedTuple):
-  """Float32 scalars. `beta` is the value the next step's loss uses."""
-  beta: jax.Array
-  integral: jax.Array
-  ema: jax.Array       # EMA of the measured quantity (L_diff, KL or L_dt)
-  # what the set point derives from: L_diff at the end of warm-up
-  # (diffusion_feedback), the EMA of the diffusion information (diffusion_capacity)
-  reference: jax.Array
-  signal: jax.Array    # what the controller compared with its set point
-  setpoint: jax.Array
-  count: jax.Array     # measurements so far (int32)
-
-
-def check_controller(c) -> None:
-  if c.kind not in CONTROLLERS:
-    raise errors.ConfigError(f"objective.controller.kind = {c.kind!r} is not a controller; "
-                             f"valid: {', '.join(CONTROLLERS)}")
-  if not 0 <= c.beta_min <= c.beta_init <= c.beta_max:
-    raise errors.ConfigError(
-        "objective.controller needs 0 <= beta_min <= beta_init <= beta_max, got "
-        f"beta_min={c.beta_min}, beta_init={c.beta_init}, beta_max={c.beta_max}")
-  if not 0 <= c.ema_decay < 1:
-    raise errors.ConfigError(f"objective.controller.ema_decay = {c.ema_decay} must be in [0, 1)")
+DT_DIRECTIONS = ("forward", "reverse")
 
 
 def check_objective(obj) -> None:
@@ -96,7 +37,7 @@ def check_objective(obj) -> None:
     raise errors.ConfigError(f"objective.branches = {branches!r}; valid: a non-empty subset of "
                              f"{BRANCHES} (both: CL-Dis; one: that branch trained alone)")
   c = obj.controller
-  check_controller(c)
+  beta_controller.check_controller(c)
   if c.kind != "constant" and "vae" not in branches:
     raise errors.ConfigError(f"objective.controller.kind = {c.kind!r} sets the VAE's beta, but "
                              f"objective.branches = {branches!r} has no VAE; use 'constant'")
@@ -106,82 +47,6 @@ def check_objective(obj) -> None:
   if c.kind not in ("constant", "pi_kl") and "diffae" not in branches:
     raise errors.ConfigError(f"objective.controller.kind = {c.kind!r} needs the diffusion branch, "
                              f"but objective.branches = {branches!r}; use 'constant' or 'pi_kl'")
-
-
-def init_controller(c) -> ControllerState:
-  """The state before the first step: beta = beta_init, with the integral set so
-  that the PI law with zero pressure also gives beta_init."""
-  check_controller(c)
-  f = lambda v: jnp.asarray(v, jnp.float32)
-  return ControllerState(
-      beta=f(c.beta_init), integral=f(c.beta_init - c.beta_min - 0.5 * c.kp),
-      ema=f(0.0), reference=f(0.0), signal=f(0.0), setpoint=f(0.0),
-      count=jnp.asarray(0, jnp.int32))
-
-
-def kl_setpoint(c, step):
-  """ControlVAE's staircase KL target."""
-  return jnp.minimum(c.kl_start + c.kl_step * (step // c.kl_period), c.kl_max).astype(jnp.float32)
-
-
-MEASURED = {"pi_kl": "kl", "diffusion_capacity": "kl", "diffusion_feedback": "diff_loss",
-            "distillation_feedback": "dt_loss", "diffusion_paced": "diff_loss"}
-
-
-def update_controller(c, state: ControllerState, *, diff_loss, kl, dt_loss=None,
-                      diff_info=None) -> ControllerState:
-  """One controller step from this step's batch means of L_diff, the VAE KL and
-  L_dt (and, for diffusion_capacity, the diffusion branch's information in nats)."""
-  if c.kind == "constant":
-    return state._replace(count=state.count + 1)
-  measured = dict(diff_loss=diff_loss, kl=kl, dt_loss=dt_loss)[MEASURED[c.kind]]
-  measured = jnp.asarray(measured, jnp.float32)
-  measured = jax.lax.stop_gradient(measured)
-  first = state.count == 0
-  smooth = lambda old, new: jnp.where(first, new, c.ema_decay * old + (1 - c.ema_decay) * new)
-  ema = smooth(state.ema, measured)
-  count = state.count + 1
-  warm = count <= c.warmup_steps
-  if c.kind == "pi_kl":
-    active = jnp.bool_(True)
-    reference = state.reference
-    signal, setpoint = ema, kl_setpoint(c, state.count)
-    pressure = signal - setpoint
-  elif c.kind == "diffusion_capacity":
-    active = ~warm
-    reference = smooth(state.reference, jnp.asarray(diff_info, jnp.float32))
-    signal = ema
-    setpoint = jnp.clip(c.capacity * reference, 0.0, c.kl_max)
-    pressure = signal - setpoint
-  elif c.kind == "diffusion_paced":
-    active = ~warm
-    reference = jnp.where(warm, ema, state.reference)
-    signal = smooth(state.signal, jnp.asarray(kl, jnp.float32))
-    progress = jnp.clip(1.0 - ema / jnp.maximum(reference, 1e-12), 0.0, 1.0)
-    setpoint = jnp.where(warm, 0.0, c.kl_max * progress)
-    pressure = signal - setpoint
-  elif c.kind == "distillation_feedback":
-    active = ~warm
-    reference = state.reference
-    signal, setpoint = ema, jnp.float32(c.dt_target)
-    pressure = signal - setpoint
-  else:
-    reference = jnp.where(warm, ema, state.reference)
-    active = ~warm
-    signal = ema / jnp.maximum(reference, 1e-12)
-    setpoint = jnp.float32(c.setpoint)
-    pressure = setpoint - signal
-  integral = jnp.clip(state.integral + c.ki * pressure, -c.kp, c.beta_max - c.beta_min)
-  beta = jnp.clip(c.beta_min + c.kp * jax.nn.sigmoid(pressure) + integral,
-                  c.beta_min, c.beta_max)
-  return ControllerState(
-      beta=jnp.where(active, beta, state.beta).astype(jnp.float32),
-      integral=jnp.where(active, integral, state.integral).astype(jnp.float32),
-      ema=ema, reference=reference.astype(jnp.float32), signal=signal.astype(jnp.float32),
-      setpoint=jnp.asarray(setpoint, jnp.float32), count=count)
-
-
-DT_DIRECTIONS = ("forward", "reverse")
 
 
 def distillation_loss(teacher_mu, teacher_logvar, mu_s, logvar_s, *, mutual: bool,

@@ -36,7 +36,8 @@ import traceback
 from absl import logging
 import numpy as np
 
-from cldis_jax import config_lib, errors, evaluate, study_report, train, writer as writer_lib
+from cldis_jax import (config_lib, errors, eval_report, evaluate, study_report, train,
+                       writer as writer_lib)
 
 RESULT, FAILED = "result.json", "failed.json"
 # The training curves kept for each run (the TensorBoard tags).
@@ -100,7 +101,7 @@ def train_and_score(config, directory: str) -> dict:
   t2 = time.perf_counter()
   return dict(
       status="completed", step=summary["step"], train=metrics.get("train", {}),
-      controller=metrics.get("controller", {}), metrics=evaluate.headline(summary),
+      controller=metrics.get("controller", {}), metrics=eval_report.headline(summary),
       curves=_curves(directory), train_seconds=t1 - t0, evaluate_seconds=t2 - t1,
       evaluation=os.path.join(directory, "eval", str(summary["step"]), "metrics.json"))
 

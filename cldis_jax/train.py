@@ -38,9 +38,9 @@ from clu import parameter_overview
 import jax
 import numpy as np
 
-from cldis_jax import (checkpoint, config_lib, data, errors, evaluate, models as models_lib,
-                       objective, parallel, preemption, samples, train_step, workdir_lock,
-                       writer as writer_lib)
+from cldis_jax import (checkpoint, config_lib, data, errors, eval_report, evaluate, loop,
+                       models as models_lib, objective, parallel, samples, train_step,
+                       workdir_lock, writer as writer_lib)
 
 
 def _check_finite(step: int, aux, last_saved) -> None:
@@ -52,11 +52,6 @@ def _check_finite(step: int, aux, last_saved) -> None:
   raise FloatingPointError(
       f"non-finite values at step {step}: {', '.join(bad)}. Stopped before saving "
       f"anything from this step; the last checkpoint (step {last_saved}) is intact.")
-
-
-def _mean_aux(window) -> dict[str, float]:
-  values = jax.device_get(window)
-  return {k: float(np.mean([v[k] for v in values])) for k in values[0] if k != "finite"}
 
 
 def format_eta(seconds: float) -> str:
@@ -74,32 +69,157 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   with workdir_lock.WorkdirLock(workdir, "train", enabled=lead):
-    return _train_locked(config, workdir, mesh, allow_config_change)
+    _check_resume_config(config, workdir, allow_config_change)  # before building anything
+    models = models_lib.build_models(config.model)
+    source = data.source_of(config)
+    pipeline = data.build_pipeline(config, source, mesh)
+    # Made by a jitted call so that the keys are replicated over every process.
+    rng_init, rng_train = jax.jit(lambda: jax.random.split(jax.random.key(config.seed)),
+                                  out_shardings=parallel.replicated(mesh))()
+    ckpt = checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints,
+                                  async_save=config.train.async_checkpoints)
+    writer = writer_lib.create_default_writer(workdir, just_logging=not lead)
+    with loop.holding(ckpt, writer) as stop:
+      last_saved, state = _restore_or_init(config, models, mesh, rng_init, ckpt, writer)
+      start, metrics_path = int(state.step), os.path.join(workdir, "metrics.json")
+      if start >= config.train.num_steps:
+        finished = _read_metrics(metrics_path, start)
+        if finished is not None:
+          logging.info("already trained to step %d (train.num_steps = %d)", start,
+                       config.train.num_steps)
+          return finished
+        logging.warning("%s holds step %d but no metrics.json of that step (a workdir from an "
+                        "older version, or a lowered train.num_steps): writing the final "
+                        "outputs without the training terms", ckpt.directory, start)
+      outputs = _Outputs(config, workdir, models, source, mesh, writer)
+      step_fn = train_step.make_train_step(config, models, mesh)
+      state, run = _loop(config, state, pipeline.iterate(start, config.train.num_steps),
+                         step_fn, rng_train, ckpt, writer, stop, outputs, last_saved)
+      done, completed = int(state.step), run["status"] == "completed"
+      if completed and done == start:  # no step this run: the last step's outputs are due
+        outputs.write(done, state, config.samples.every, config.evaluate.every)
+      metrics = _final_metrics(config, state, run, start, ckpt, outputs.evaluation)
+      if completed:  # outputs first, so that the final checkpoint means "all written"
+        if lead:
+          writer_lib.write_atomic(metrics_path, json.dumps(metrics, indent=2))
+        if run["last_saved"] != done:
+          ckpt.save(done, state, config)
+      ckpt.wait()
+      return metrics
 
 
-def _train_locked(config, workdir, mesh, allow_config_change) -> dict:
-  lead = jax.process_index() == 0
-  _check_resume_config(config, workdir, allow_config_change)  # before building anything
-  models = models_lib.build_models(config.model)
-  source = data.build_source(config.data, image_size=config.model.image_size,
-                             channels=config.model.in_channels)
-  pipeline = data.build_pipeline(config, source, mesh)
-  # Made by a jitted call so that the keys are replicated over every process.
-  rng_init, rng_train = jax.jit(lambda: jax.random.split(jax.random.key(config.seed)),
-                                out_shardings=parallel.replicated(mesh))()
+def _restore_or_init(config, models, mesh, rng_init, ckpt, writer):
+  """(the step of the checkpoint resumed or None, the train state)."""
+  last_saved, state = ckpt.restore_latest_intact(
+      train_step.abstract_state(config, models, mesh))
+  if last_saved is not None:
+    logging.info("resumed from %s/%d", ckpt.directory, last_saved)
+  else:
+    state = train_step.init_state_on_mesh(config, models, rng_init, mesh)
+    writer.write_hparams(config_lib.flatten(config.to_dict()))
+  if jax.process_index() == 0:
+    logging.info("parameters:\n%s", parameter_overview.get_parameter_overview(
+        jax.device_get(state.params), include_stats=False))
+  return last_saved, state
 
-  ckpt = checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints,
-                                async_save=config.train.async_checkpoints)
-  writer = writer_lib.create_default_writer(workdir, just_logging=not lead)
-  stop = preemption.StopSignal()
-  try:
-    return _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train,
-                  ckpt, writer, stop)
-  finally:
-    stop.close()
-    ckpt.close()
-    writer.flush()
-    writer.close()
+
+class _Outputs:
+  """The picture grids and evaluations written from the EMA parameters."""
+
+  def __init__(self, config, workdir, models, source, mesh, writer):
+    self.config, self.workdir, self.models, self.source = config, workdir, models, source
+    self.writer, self.lead = writer, jax.process_index() == 0
+    self.previews = parallel.replicate(data.spread_images(source, config.samples.num_images),
+                                       mesh)
+    self.evaluation = {}  # the latest evaluation's headline numbers
+
+  def write(self, step: int, state, samples_due: bool, evaluation_due: bool) -> None:
+    if samples_due:
+      grid = samples.sample_grids(self.models, self.config, state.ema_params, self.previews)
+      if self.lead:
+        samples.save_grids(self.workdir, step, grid, self.config.model.image_size)
+      self.writer.write_images(step, grid)
+    if evaluation_due and jax.process_count() > 1:  # the evaluators read on one host
+      logging.warning("evaluate.every is ignored with %d processes; run --mode=evaluate "
+                      "on the checkpoint instead", jax.process_count())
+    elif evaluation_due:
+      summary = evaluate.evaluate_params(
+          self.config, self.models, jax.device_get(state.ema_params), self.source,
+          os.path.join(self.workdir, "eval", str(step)), step, self.writer)
+      self.evaluation.update(step=step, **eval_report.headline(summary))
+
+
+def _loop(config, state, batches, step_fn, rng_train, ckpt, writer, stop, outputs,
+          last_saved):
+  """Steps to `train.num_steps` or a stop signal -> (state, {"status",
+  "last_saved", "first_step_s", "wall_time_s", "train": the last window's means}).
+  Each step's finiteness is checked one step behind, so that dispatch runs
+  ahead, and always before anything is logged or saved."""
+  t, num_steps = config.train, config.train.num_steps
+  window, pending, scalars, first_step_s = loop.Window(int(state.step)), None, {}, None
+  status, t_start = "completed", time.perf_counter()
+  for step, batch in zip(range(int(state.step), num_steps), batches):
+    state, aux = step_fn(state, batch["image"], rng_train)
+    if first_step_s is None:
+      jax.block_until_ready(aux)
+      first_step_s = time.perf_counter() - t_start
+      logging.info("first step (with compilation) took %.1f s", first_step_s)
+      window.restart(step + 1)
+    if pending is not None:
+      _check_finite(*pending, last_saved)
+    pending, done = (step, aux), step + 1
+    window.aux.append(aux)
+    # A stop at the last step is ignored: the run completes (final outputs, then
+    # the checkpoint) in a few seconds, or a kill makes it retrain from the
+    # previous checkpoint.
+    preempted = stop.reached(done) and done < num_steps
+    log_due = loop.due(done, t.log_every, num_steps)
+    save_due = loop.due(done, t.checkpoint_every) and done < num_steps
+    samples_due = loop.due(done, config.samples.every, num_steps)
+    evaluation_due = loop.due(done, config.evaluate.every, num_steps)
+    if log_due or save_due or samples_due or evaluation_due or preempted:
+      _check_finite(*pending, last_saved)  # never save or log a bad step
+    if log_due:
+      scalars = _log(writer, window, done, num_steps, t.batch_size)
+    if save_due or preempted:
+      ckpt.save(done, state, config)
+      last_saved = done
+    outputs.write(done, state, samples_due, evaluation_due)
+    if preempted:
+      status = "preempted"
+      logging.warning("stopped by preemption at step %d; checkpoint saved", done)
+      break
+  if pending is not None:
+    _check_finite(*pending, last_saved)
+  train = loop.mean_aux(jax.device_get(window.aux)) if window.aux else scalars
+  return state, dict(status=status, last_saved=last_saved, first_step_s=first_step_s,
+                     wall_time_s=time.perf_counter() - t_start, train=train)
+
+
+def _log(writer, window, done: int, num_steps: int, batch_size: int) -> dict:
+  values, rate = window.report(done)
+  scalars = dict(loop.mean_aux(values), steps_per_s=rate, images_per_s=rate * batch_size)
+  writer.write_scalars(done, scalars)
+  if jax.process_index() == 0:
+    eta = format_eta((num_steps - done) / rate) if rate > 0 else "?"
+    logging.info("step %d/%d  loss %.4f (diff %.4f, vae %.2f, dt %.3f)  beta %.3f  "
+                 "%.2f steps/s, %.1f img/s  ETA %s", done, num_steps, scalars["loss"],
+                 scalars["loss_diff"], scalars["loss_vae"], scalars["loss_dt"],
+                 scalars["beta"], rate, scalars["images_per_s"], eta)
+  return scalars
+
+
+def _final_metrics(config, state, run: dict, start: int, ckpt, evaluation: dict) -> dict:
+  done, completed = int(state.step), run["status"] == "completed"
+  metrics = dict(
+      status=run["status"], step=done, num_steps=config.train.num_steps,
+      steps_this_run=done - start, wall_time_s=run["wall_time_s"],
+      first_step_s=run["first_step_s"], train=run["train"],
+      controller={k: float(v) for k, v in state.controller._asdict().items()},
+      checkpoint=os.path.join(ckpt.directory, str(done if completed else run["last_saved"])))
+  if evaluation:
+    metrics["evaluation"] = evaluation
+  return metrics
 
 
 def _check_resume_config(config, workdir: str, allow: bool) -> None:
@@ -131,124 +251,6 @@ def _check_resume_config(config, workdir: str, allow: bool) -> None:
       "--allow_config_change to continue with the new values")
 
 
-def _train(config, workdir, models, source, pipeline, mesh, rng_init, rng_train, ckpt,
-           writer, stop) -> dict:
-  lead = jax.process_index() == 0
-  last_saved, state = ckpt.restore_latest_intact(
-      train_step.abstract_state(config, models, mesh))
-  if last_saved is not None:
-    logging.info("resumed from %s/%d", ckpt.directory, last_saved)
-  else:
-    state = train_step.init_state_on_mesh(config, models, rng_init, mesh)
-    writer.write_hparams(config_lib.flatten(config.to_dict()))
-  if lead:
-    logging.info("parameters:\n%s", parameter_overview.get_parameter_overview(
-        jax.device_get(state.params), include_stats=False))
-
-  num_steps, batch = config.train.num_steps, config.train.batch_size
-  start = int(state.step)
-  metrics_path = os.path.join(workdir, "metrics.json")
-  if start >= num_steps:
-    finished = _read_metrics(metrics_path, start)
-    if finished is not None:
-      logging.info("already trained to step %d (train.num_steps = %d)", start, num_steps)
-      return finished
-    logging.warning("%s holds step %d but no metrics.json of that step (a workdir from an "
-                    "older version, or a lowered train.num_steps): writing the final "
-                    "outputs without the training terms", ckpt.directory, start)
-
-  step_fn = train_step.make_train_step(config, models, mesh)
-  previews = parallel.replicate(data.spread_images(source, config.samples.num_images), mesh)
-
-  def write_samples(step):
-    grid = samples.sample_grids(models, config, state.ema_params, previews)
-    if lead:
-      samples.save_grids(workdir, step, grid, config.model.image_size)
-    writer.write_images(step, grid)
-
-  def write_evaluation(step):
-    if jax.process_count() > 1:  # the evaluators read and encode on one host
-      logging.warning("evaluate.every is ignored with %d processes; run --mode=evaluate "
-                      "on the checkpoint instead", jax.process_count())
-      return
-    summary = evaluate.evaluate_params(config, models, jax.device_get(state.ema_params),
-                                       source, os.path.join(workdir, "eval", str(step)),
-                                       step, writer)
-    evaluation.update(step=step, **evaluate.headline(summary))
-
-  evaluation = {}
-  eval_every = config.evaluate.every
-  save_every = config.train.checkpoint_every
-  window, scalars, pending, status, first_step_s = [], {}, None, "completed", None
-  t_start = t_log = time.perf_counter()
-  s_log = start
-  for step, batch_arrays in zip(range(start, num_steps), pipeline.iterate(start, num_steps)):
-    state, aux = step_fn(state, batch_arrays["image"], rng_train)
-    if first_step_s is None:
-      jax.block_until_ready(aux)
-      first_step_s = time.perf_counter() - t_start
-      logging.info("first step (with compilation) took %.1f s", first_step_s)
-      t_log, s_log = time.perf_counter(), step + 1
-    if pending is not None:  # one step behind, so dispatch runs ahead
-      _check_finite(*pending, last_saved)
-    pending = (step, aux)
-    window.append(aux)
-    done = step + 1
-    # A stop at the last step is ignored: the run completes (final outputs, then
-    # the checkpoint) in a few seconds, or a kill makes it retrain from the
-    # previous checkpoint.
-    preempted = stop.reached(done) and done < num_steps
-    log_due = done % config.train.log_every == 0 or done == num_steps
-    save_due = bool(save_every) and done % save_every == 0 and done < num_steps
-    sample_due = bool(config.samples.every) and done % config.samples.every == 0
-    eval_due = bool(eval_every) and done % eval_every == 0
-    if log_due or save_due or sample_due or eval_due or preempted:
-      _check_finite(*pending, last_saved)  # never save or log a bad step
-    if log_due:
-      now = time.perf_counter()
-      rate = (done - s_log) / (now - t_log) if done > s_log else float("nan")
-      scalars = dict(_mean_aux(window), steps_per_s=rate, images_per_s=rate * batch)
-      writer.write_scalars(done, scalars)
-      if lead:
-        _log_progress(done, num_steps, scalars)
-      window, t_log, s_log = [], now, done
-    if save_due or preempted:
-      ckpt.save(done, state, config)
-      last_saved = done
-    if sample_due:
-      write_samples(done)
-    if eval_due:
-      write_evaluation(done)
-    if preempted:
-      status = "preempted"
-      logging.warning("stopped by preemption at step %d; checkpoint saved", done)
-      break
-  if pending is not None:
-    _check_finite(*pending, last_saved)
-  done = int(state.step)
-  completed = status == "completed"
-  if completed and config.samples.every and not (
-      done > start and done % config.samples.every == 0):
-    write_samples(done)
-  if completed and eval_every and not (done > start and done % eval_every == 0):
-    write_evaluation(done)
-  metrics = dict(
-      status=status, step=done, num_steps=num_steps, steps_this_run=done - start,
-      wall_time_s=time.perf_counter() - t_start, first_step_s=first_step_s,
-      train=_mean_aux(window) if window else scalars,
-      controller={k: float(v) for k, v in state.controller._asdict().items()},
-      checkpoint=os.path.join(ckpt.directory, str(done if completed else last_saved)))
-  if evaluation:
-    metrics["evaluation"] = evaluation
-  if completed:  # outputs first, so that the final checkpoint means "all written"
-    if lead:
-      writer_lib.write_atomic(metrics_path, json.dumps(metrics, indent=2))
-    if last_saved != done:
-      ckpt.save(done, state, config)
-  ckpt.wait()
-  return metrics
-
-
 def _read_metrics(path: str, step: int):
   """metrics.json if it records `step`, else None."""
   try:
@@ -257,12 +259,3 @@ def _read_metrics(path: str, step: int):
   except (OSError, ValueError):
     return None
   return metrics if metrics.get("step") == step else None
-
-
-def _log_progress(done, num_steps, scalars):
-  rate = scalars["steps_per_s"]
-  eta = format_eta((num_steps - done) / rate) if rate > 0 else "?"
-  logging.info("step %d/%d  loss %.4f (diff %.4f, vae %.2f, dt %.3f)  beta %.3f  "
-               "%.2f steps/s, %.1f img/s  ETA %s", done, num_steps, scalars["loss"],
-               scalars["loss_diff"], scalars["loss_vae"], scalars["loss_dt"],
-               scalars["beta"], rate, scalars["images_per_s"], eta)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cldis_jax import diffusion, models as models_lib, objective, parallel
+from cldis_jax import beta_controller, diffusion, models as models_lib, objective, parallel
 
 BRANCHES = ("diffae", "vae", "head")
 
@@ -30,7 +30,7 @@ class TrainState(flax.struct.PyTreeNode):
   params: dict[str, Any]
   ema_params: dict[str, Any]
   opt_state: Any
-  controller: objective.ControllerState
+  controller: beta_controller.ControllerState
 
 
 def learning_rate_schedule(optim):
@@ -65,7 +65,7 @@ def create_train_state(config, models, rng) -> TrainState:
       step=jnp.asarray(0, jnp.int32), params=params,
       ema_params=jax.tree.map(jnp.copy, params),
       opt_state=make_optimizer(config.optim).init(params),
-      controller=objective.init_controller(config.objective.controller))
+      controller=beta_controller.init_controller(config.objective.controller))
 
 
 def init_state_on_mesh(config, models, rng, mesh) -> TrainState:
@@ -95,7 +95,7 @@ def make_train_step(config, models, mesh):
   branch) and `finite` (loss and gradients finite), which the training loop
   checks before it saves or logs anything.
   """
-  process = diffusion.Diffusion.from_config(config.diffusion)
+  process = diffusion.process(config.diffusion)
   tx = make_optimizer(config.optim)
   schedule = learning_rate_schedule(config.optim)
   ema_decay = config.optim.ema_decay
@@ -111,7 +111,7 @@ def make_train_step(config, models, mesh):
     params = optax.apply_updates(state.params, updates)
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
                        state.ema_params, params)
-    controller = objective.update_controller(obj.controller, state.controller,
+    controller = beta_controller.update_controller(obj.controller, state.controller,
                                              diff_loss=aux["loss_diff"], kl=aux["vae_kl"],
                                              dt_loss=aux["loss_dt"],
                                              diff_info=aux.get("diff_info"))

@@ -11,6 +11,7 @@ NOTEBOOKS = sorted((REPO / "colab").glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+@pytest.mark.slow
 def test_notebook_runs(path, monkeypatch, tmp_path):
   # The training notebook reads these: the tiny config for a few steps.
   monkeypatch.setenv("CLDIS_COLAB_CONFIG", "configs/test.py")

@@ -106,6 +106,7 @@ def tiny_official(tiny_params):
   return tiny_params["diffae"], convert.to_torch(tiny_params["diffae"])
 
 
+@pytest.mark.slow
 def test_lightning_dict_selects_the_ema_weights(tiny_official):
   params, inner = tiny_official
   selected = convert.inner_state_dict(_lightning_checkpoint(inner))

@@ -142,3 +142,18 @@ def test_eps_mse_is_per_sample_mean():
   pred = jnp.zeros((2, 2, 2, 3))
   eps = jnp.stack([jnp.ones((2, 2, 3)), 2 * jnp.ones((2, 2, 3))])
   np.testing.assert_allclose(diffusion.eps_mse(pred, eps), [1.0, 4.0])
+
+
+def test_process_is_one_object_per_setting_so_jitted_samplers_compile_once(test_config):
+  """diffusion.process caches by value: two equal configs give the same object,
+  which is what jitted functions taking a process as a static argument hash."""
+  again = test_config.copy_and_resolve_references().diffusion
+  ddim = diffusion.process(test_config.diffusion, 10)
+  assert diffusion.process(again, 10) is ddim
+  assert diffusion.process(test_config.diffusion) is not ddim
+  np.testing.assert_array_equal(ddim.timesteps, FULL.respace(10).timesteps)
+  partial = diffusion.process(again, 4, t_start=0.5)
+  assert diffusion.process(test_config.diffusion, 4, t_start=0.5) is partial
+  np.testing.assert_array_equal(partial.timesteps, [125, 250, 375, 500])
+  with pytest.raises(ValueError, match="6 DDIM steps do not fit below timestep 5"):
+    diffusion.process(test_config.diffusion, 6, t_start=0.005)

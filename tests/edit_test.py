@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cldis_jax import api, data, diffusion, edit, samples
+from cldis_jax import api, data, diffusion, edit, grids, inference
 from cldis_jax.data.folder import CorruptImageError
 from conftest import REPO, config_path, subprocess_env
 
@@ -38,11 +38,11 @@ def test_inversion_then_decoding_with_fewer_steps_returns_the_image():
 def test_slerp_keeps_the_ends_and_the_norm():
   a, b = jax.random.normal(jax.random.key(1), (2, 3, 64))
   alpha = jnp.linspace(0, 1, 5)
-  out = np.asarray(samples.slerp(a, b, alpha))  # (3, 5, 64)
+  out = np.asarray(inference.slerp(a, b, alpha))  # (3, 5, 64)
   np.testing.assert_allclose(out[:, 0], a, atol=1e-5)
   np.testing.assert_allclose(out[:, -1], b, atol=1e-5)
   unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
-  mid = np.asarray(samples.slerp(unit(a), unit(b), alpha))
+  mid = np.asarray(inference.slerp(unit(a), unit(b), alpha))
   np.testing.assert_allclose(np.linalg.norm(mid, axis=-1), 1.0, atol=1e-5)
 
 
@@ -51,6 +51,7 @@ def model(trained_workdir):
   return api.load(trained_workdir)
 
 
+@pytest.mark.slow
 def test_api_round_trip_equals_the_edit_grids_strength_zero_column(model):
   x = model.images(count=3)
   assert x.shape == (3, 16, 16, 3) and x.min() >= -1 and x.max() <= 1
@@ -65,6 +66,7 @@ def test_api_round_trip_equals_the_edit_grids_strength_zero_column(model):
   np.testing.assert_allclose(model.reconstruct(x), recon, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_mu_s_edits_move_only_their_axis_of_mu_s(model):
   """z_sem + s * sigma_j * pinv_row_j changes mu_s[j] by s * sigma_j and leaves
   the other axes where they were (the head is linear)."""
@@ -82,7 +84,7 @@ def test_mu_s_edits_move_only_their_axis_of_mu_s(model):
 
 def test_api_accepts_uint8_and_single_images_and_rejects_wrong_shapes(model):
   x = model.images(count=1)
-  u8 = samples.to_uint8(x)
+  u8 = grids.to_uint8(x)
   np.testing.assert_allclose(model.encode(u8[0]), model.encode(data.to_model_range(u8)),
                              atol=1e-6)
   with pytest.raises(ValueError, match=r"images of shape \(8, 8, 3\) given; this model "
@@ -102,6 +104,7 @@ def test_interpolation_ends_are_the_reconstructions(model):
   np.testing.assert_allclose(mixed[0, 2], model.reconstruct(x[1:])[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_edit_mode_writes_one_grid_per_direction_from_image_files(trained_workdir, tmp_path):
   paths = []
   for i, size in enumerate([(40, 30), (16, 16)]):  # any size: resized and cropped

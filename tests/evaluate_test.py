@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -60,6 +59,7 @@ def _numbers(tree):
   return [tree] if isinstance(tree, (int, float)) and not isinstance(tree, bool) else []
 
 
+@pytest.mark.slow
 def test_training_evaluates_periodically_with_every_field_filled(run):
   workdir = run["workdir"]
   assert sorted(os.listdir(os.path.join(workdir, "eval"))) == ["3", "6"]
@@ -87,6 +87,7 @@ def test_training_evaluates_periodically_with_every_field_filled(run):
   assert "mu_s/MIG" in run["metrics"]["evaluation"]
 
 
+@pytest.mark.slow
 def test_evaluate_mode_reproduces_the_training_hook_numbers(run):
   workdir = run["workdir"]
   hooked = json.load(open(os.path.join(workdir, "eval", "6", "metrics.json")))
@@ -106,16 +107,14 @@ def test_evaluate_without_a_checkpoint_says_how_to_get_one(tmp_path):
     evaluate.run(_config(), str(tmp_path))
 
 
-def test_lazy_encoding_equals_encoding_everything_and_tad_runs(run, tmp_path):
+def test_lazy_encoding_equals_encoding_everything_and_tad_runs(trained_workdir, tmp_path):
   config = _config(reference_images=20, num_train=100, num_test=50,
                    num_variance_estimate=100, metrics=("factor_vae", "mig", "tad"))
   config.evaluate.tad.update(num_images=100, variants=("grid11", "grid101", "exact"))
-  state = checkpoint.Checkpoints(run["workdir"]).manager.restore(6)["state"]
-  params = jax.tree.map(np.asarray, state["ema_params"])
-  models = train.models_lib.build_models(config.model)
-  lazy = evaluate.evaluate_params(config, models, params, HueGrid(), str(tmp_path / "a"), 6)
+  step, models, params = checkpoint.restore_ema(config, trained_workdir)
+  lazy = evaluate.evaluate_params(config, models, params, HueGrid(), str(tmp_path / "a"), step)
   config.evaluate.encode_all = True
-  full = evaluate.evaluate_params(config, models, params, HueGrid(), str(tmp_path / "b"), 6)
+  full = evaluate.evaluate_params(config, models, params, HueGrid(), str(tmp_path / "b"), step)
   assert full["images_encoded"] == 100
   assert lazy["results"] == full["results"]
   tad = lazy["results"]["vae_mu"]["tad"]
@@ -123,13 +122,10 @@ def test_lazy_encoding_equals_encoding_everything_and_tad_runs(run, tmp_path):
   assert tad["exact"]["variant"] == "exact" and tad["exact"]["num_images"] == 100
 
 
-def test_a_table_of_some_representations_encodes_only_their_network(run):
+def test_a_table_of_some_representations_encodes_only_their_network(trained_workdir):
   """vae_mu alone (the VAE-alone baseline) needs no Diff-AE pass, and gives
   the same codes as the table of every representation."""
-  config = run["config"]
-  state = checkpoint.Checkpoints(run["workdir"]).manager.restore(6)["state"]
-  params = jax.tree.map(np.asarray, state["ema_params"])
-  models = train.models_lib.build_models(config.model)
+  _, models, params = checkpoint.restore_ema(_config(), trained_workdir)
   source, rows = HueGrid(), np.arange(0, 100, 7)
   full = codes.CodeTable(source, models, params, reference_images=20)
   vae = codes.CodeTable(source, models, dict(params, diffae=None, head=None),
@@ -140,7 +136,7 @@ def test_a_table_of_some_representations_encodes_only_their_network(run):
     vae.representation("mu_s")
 
 
-def test_unknown_metric_names_the_valid_ones(run, tmp_path):
+def test_unknown_metric_names_the_valid_ones(tmp_path):
   config = _config(metrics=("mig", "fid"))
   with pytest.raises(ValueError, match=r"unknown \['fid'\]; valid: factor_vae"):
     evaluate.evaluate_params(config, None, None, HueGrid(), str(tmp_path), 0)
@@ -167,6 +163,7 @@ print(json.dumps(dict(
 """
 
 
+@pytest.mark.slow
 def test_codes_encoded_on_two_devices_equal_one_device():
   result = run_json_script(_CODES_ON_DEVICES, config_path("test.py"), devices=2)
   assert result["devices"] == 2 and result["batch"] == 8  # 7 rounded up to split evenly

@@ -41,6 +41,7 @@ def test_horn_schunck_recovers_a_known_shift():
   np.testing.assert_allclose(u[16:48, 16:48].mean((0, 1)), [1.5, -0.8], atol=0.05)
 
 
+@pytest.mark.slow
 def test_ground_truth_directions_score_highest_and_mixing_lowers_the_score(scores):
   ladder = [scores["truth"]["ctd"]] + [scores[t]["ctd"] for t in (0.2, 0.4, 0.7)]
   assert all(a > b for a, b in zip(ladder, ladder[1:])), ladder
@@ -48,22 +49,26 @@ def test_ground_truth_directions_score_highest_and_mixing_lowers_the_score(score
   assert all(scores["truth"]["active"])
 
 
+@pytest.mark.slow
 def test_a_global_brightness_leak_lowers_preservation(scores):
   assert (np.mean(scores["leak"]["preservation"])
           < np.mean(scores["truth"]["preservation"]) - 0.1)
   assert scores["leak"]["ctd"] < scores["truth"]["ctd"]
 
 
+@pytest.mark.slow
 def test_a_duplicated_direction_drives_exclusivity_to_zero(scores):
   x = scores["duplicate"]["exclusivity"]
   assert x[2] < 0.02 and x[5] < 0.02  # object hue and its negation
   assert min(x[:2] + x[3:5]) > 0.5
 
 
+@pytest.mark.slow
 def test_the_score_does_not_depend_on_the_directions_sign(scores):
   assert scores["negated"]["ctd"] == pytest.approx(scores["truth"]["ctd"], abs=0.02)
 
 
+@pytest.mark.slow
 def test_the_ranking_survives_pixel_noise_with_a_calibrated_floor(scores):
   for noise in (0.01, 0.03):
     assert scores[("truth", noise)]["ctd"] > scores[("mixed", noise)]["ctd"] + 0.03

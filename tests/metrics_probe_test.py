@@ -14,12 +14,14 @@ def probe():
                                   test_images=256)
 
 
+@pytest.mark.slow
 def test_probe_learns_the_hues(probe):
   assert probe.names == FACTORS.names
   for name in ("floor_hue", "wall_hue", "object_hue"):
     assert probe.accuracy[name] > 0.6, probe.accuracy
 
 
+@pytest.mark.slow
 def test_response_names_the_factor_each_rendered_traversal_sweeps(probe):
   source = ProceduralShapes3D(16)
   base = source.factors_of(np.random.RandomState(0).choice(len(source), 4, replace=False))
@@ -45,6 +47,7 @@ def test_summary_of_a_known_response():
   np.testing.assert_allclose(summary["concentration"], 0.5 / 0.6)
 
 
+@pytest.mark.slow
 def test_even_frame_counts_are_refused(probe):
   with pytest.raises(ValueError, match="F odd"):
     factor_probe.factor_response(probe, np.zeros((1, 1, 4, 16, 16, 3)))

@@ -44,6 +44,7 @@ def scores():
   return _all_metrics(aligned), _all_metrics(rotated)
 
 
+@pytest.mark.slow
 def test_aligned_codes_score_near_the_maximum(scores):
   s, _ = scores
   assert s["factor_vae"] == 1.0 and s["beta_vae"] == 1.0

@@ -44,6 +44,7 @@ def test_fresh_denoiser_outputs_exactly_zero(tiny_models, tiny_params):
   assert jnp.all(eps == 0.0)
 
 
+@pytest.mark.slow
 def test_encode_and_denoise_shapes(tiny_models, tiny_params, test_config):
   x0, x_t, t = _inputs(tiny_models, batch=3)
   variables = {"params": tiny_params["diffae"]}
@@ -53,6 +54,7 @@ def test_encode_and_denoise_shapes(tiny_models, tiny_params, test_config):
   assert eps.shape == x_t.shape
 
 
+@pytest.mark.slow
 def test_z_sem_changes_output_once_weights_are_nonzero(tiny_models, random_diffae_params):
   x0, x_t, t = _inputs(tiny_models)
   variables = {"params": random_diffae_params}
@@ -63,6 +65,7 @@ def test_z_sem_changes_output_once_weights_are_nonzero(tiny_models, random_diffa
   assert float(jnp.abs(eps_a - eps_b).max()) > 1e-3
 
 
+@pytest.mark.slow
 def test_every_parameter_gets_a_gradient_from_the_eps_loss(tiny_models, random_diffae_params):
   x0, x_t, t = _inputs(tiny_models, batch=4)
   eps = jax.random.normal(jax.random.key(3), x0.shape)
@@ -78,6 +81,7 @@ def test_every_parameter_gets_a_gradient_from_the_eps_loss(tiny_models, random_d
   assert any("encoder" in jax.tree_util.keystr(p) for p, _ in flat)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_stays_close_to_float32(test_config, random_diffae_params):
   cfg = test_config.model.copy_and_resolve_references()
   cfg.dtype = "bfloat16"
@@ -222,6 +226,7 @@ def mu_s_conditioned(test_config, tiny_params, random_diffae_params):
   return nets, dict(params, diffae=random_diffae_params)
 
 
+@pytest.mark.slow
 def test_mu_s_condition_adds_only_the_heads_expand_map(test_config, tiny_models, tiny_params,
                                                        mu_s_conditioned):
   nets, params = mu_s_conditioned
@@ -255,6 +260,7 @@ def test_mu_s_condition_sees_z_sem_only_through_mu_s(mu_s_conditioned):
                              models.condition(nets, params, z), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_the_diffusion_loss_reaches_the_head_through_the_mu_s_condition(mu_s_conditioned):
   nets, params = mu_s_conditioned
   x0, x_t, t = _inputs(nets, batch=4)
@@ -276,6 +282,7 @@ def test_the_diffusion_loss_reaches_the_head_through_the_mu_s_condition(mu_s_con
   assert float(jnp.abs(logvar_grad).max()) > 0
 
 
+@pytest.mark.slow
 def test_prior_head_init_starts_every_student_at_the_prior_with_the_same_layout(
     test_config, tiny_params):
   config = test_config.copy_and_resolve_references()

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cldis_jax import api, checkpoint, codes, data, diffusion, edit, evaluate, navigate
+from cldis_jax import (api, checkpoint, codes, data, diffusion, edit, evaluate, navigate,
+                       navigation)
 from cldis_jax.models.navigator import Directions
 
 
@@ -41,19 +42,19 @@ def test_too_many_orthonormal_directions_is_a_clear_error():
 
 
 def test_decoding_process_spans_t_start_in_even_steps(test_config):
-  one = navigate.decoding_process(test_config.diffusion, 0.5, 1)
+  one = navigation.decoding_process(test_config.diffusion, 0.5, 1)
   np.testing.assert_array_equal(one.timesteps, [500])
-  four = navigate.decoding_process(test_config.diffusion, 0.5, 4)
+  four = navigation.decoding_process(test_config.diffusion, 0.5, 4)
   np.testing.assert_array_equal(four.timesteps, [125, 250, 375, 500])
-  full = diffusion.Diffusion.from_config(test_config.diffusion)
+  full = diffusion.process(test_config.diffusion)
   np.testing.assert_allclose(four.alphas_cumprod, full.alphas_cumprod[four.timesteps])
   with pytest.raises(ValueError, match="decode_steps=0 must be in"):
-    navigate.decoding_process(test_config.diffusion, 0.5, 0)
+    navigation.decoding_process(test_config.diffusion, 0.5, 0)
 
 
 def test_one_step_decoding_is_the_clipped_x0_prediction(test_config):
-  full = diffusion.Diffusion.from_config(test_config.diffusion)
-  one = navigate.decoding_process(test_config.diffusion, 0.5, 1)
+  full = diffusion.process(test_config.diffusion)
+  one = navigation.decoding_process(test_config.diffusion, 0.5, 1)
   x_t = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
   eps_fn = lambda x, t: jnp.tanh(x) * 0.7
   t = jnp.full((2,), 500)
@@ -63,7 +64,7 @@ def test_one_step_decoding_is_the_clipped_x0_prediction(test_config):
 
 
 def test_shifts_have_both_signs_and_a_minimum_magnitude():
-  index, eps = navigate.sample_shifts(jax.random.key(0), 4000, 7, 3.0, 0.5)
+  index, eps = navigation.sample_shifts(jax.random.key(0), 4000, 7, 3.0, 0.5)
   eps = np.asarray(eps)
   assert np.abs(eps).min() >= 0.5 and np.abs(eps).max() <= 3.0
   assert 0.45 < np.mean(eps > 0) < 0.55
@@ -71,6 +72,7 @@ def test_shifts_have_both_signs_and_a_minimum_magnitude():
 
 
 @pytest.mark.parametrize("parameterization", ["unit", "ortho"])
+@pytest.mark.slow
 def test_loss_falls_on_a_fixed_objective(trained_workdir, test_config, parameterization):
   """The jitted step (directions and reconstructor together) optimises the
   loss: with the step counter held at 0, every step sees the same pairs."""
@@ -78,9 +80,9 @@ def test_loss_falls_on_a_fixed_objective(trained_workdir, test_config, parameter
   step, models, params = checkpoint.restore_ema(config, trained_workdir)
   source = data.build_source(config.data, image_size=16, channels=3)
   z_mean, z_cov = codes.zsem_moments(models, params, source, num_images=64)
-  nav = navigate.build(config)
-  state = navigate.init_state(config, nav, jax.random.key(0), z_mean, z_cov, step)
-  step_fn = navigate.make_step(config, models, nav)
+  nav = navigation.build(config)
+  state = navigation.init_state(config, nav, jax.random.key(0), z_mean, z_cov, step)
+  step_fn = navigation.make_step(config, models, nav)
   x0 = data.spread_images(source, 8)
   losses = []
   for _ in range(25):
@@ -88,7 +90,7 @@ def test_loss_falls_on_a_fixed_objective(trained_workdir, test_config, parameter
                          jax.random.key(3))
     losses.append(float(aux["loss"]))
   assert losses[-1] < 0.9 * losses[0], losses
-  a, _ = navigate.directions_of(config, nav, state)
+  a, _ = navigation.directions_of(config, nav, state)
   np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
   if parameterization == "ortho":
     np.testing.assert_allclose(a @ a.T, np.eye(len(a)), atol=1e-5)
@@ -103,6 +105,7 @@ def navigated(trained_workdir, tmp_path_factory, test_config):
   return workdir, metrics
 
 
+@pytest.mark.slow
 def test_navigation_writes_checkpoints_metrics_events_and_a_grid(navigated, test_config):
   workdir, metrics = navigated
   out = os.path.join(workdir, "navigation")
@@ -117,18 +120,20 @@ def test_navigation_writes_checkpoints_metrics_events_and_a_grid(navigated, test
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
 
 
+@pytest.mark.slow
 def test_resumed_navigation_equals_uninterrupted(navigated, test_config, tmp_path):
   workdir, _ = navigated
   resumed = str(tmp_path / "resumed")
   shutil.copytree(workdir, resumed)
   shutil.rmtree(os.path.join(resumed, "navigation", "checkpoints", "6"))
   navigate.run(_config(test_config), resumed)  # from step 3
-  _, nav, a = navigate.restore(workdir)
-  _, _, b = navigate.restore(resumed)
+  _, nav, a = navigation.restore(workdir)
+  _, _, b = navigation.restore(resumed)
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_learned_directions_edit_and_evaluate(navigated, test_config):
   workdir, metrics = navigated
   model = api.load(workdir)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cldis_jax import (config_lib, diffusion, models as models_lib, objective, parallel,
+from cldis_jax import (beta_controller, config_lib, diffusion, models as models_lib, objective, parallel,
                        train_step)
 
 
@@ -23,8 +23,8 @@ def _run(c, diff_losses=None, kls=None, state=None, dt_losses=None, infos=None):
   n = len(given[0])
   series = [np.ones(n) if x is None else np.asarray(x, np.float32)
             for x in (diff_losses, kls, dt_losses, infos)]
-  state = objective.init_controller(c) if state is None else state
-  update = jax.jit(lambda s, d, k, t, i: objective.update_controller(
+  state = beta_controller.init_controller(c) if state is None else state
+  update = jax.jit(lambda s, d, k, t, i: beta_controller.update_controller(
       c, s, diff_loss=d, kl=k, dt_loss=t, diff_info=i))
   betas = []
   for d, k, t, i in zip(*series):
@@ -67,7 +67,7 @@ def test_pi_kl_raises_beta_when_kl_is_above_its_setpoint_and_lowers_it_below():
 
 def test_pi_kl_setpoint_is_controlvaes_staircase():
   c = _controller(kl_start=0.5, kl_step=0.15, kl_period=5000, kl_max=1.0)
-  got = [float(objective.kl_setpoint(c, s)) for s in (0, 4999, 5000, 10000, 10**6)]
+  got = [float(beta_controller.kl_setpoint(c, s)) for s in (0, 4999, 5000, 10000, 10**6)]
   np.testing.assert_allclose(got, [0.5, 0.5, 0.65, 0.8, 1.0], rtol=1e-6)
 
 
@@ -138,9 +138,9 @@ def test_distillation_feedback_settles_inside_its_range_on_a_plant_that_responds
   """A toy plant where a higher beta shrinks the gap: L_dt = 3 / beta. The
   loop must settle at beta = 3 (L_dt = target 1), strictly inside [1, 4]."""
   c = _controller(**dict(DISTILL, ema_decay=0.0, ki=0.05))
-  update = jax.jit(lambda s, t: objective.update_controller(c, s, diff_loss=1.0, kl=1.0,
+  update = jax.jit(lambda s, t: beta_controller.update_controller(c, s, diff_loss=1.0, kl=1.0,
                                                             dt_loss=t))
-  state, betas = objective.init_controller(c), []
+  state, betas = beta_controller.init_controller(c), []
   for _ in range(600):
     state = update(state, 3.0 / state.beta)
     betas.append(float(state.beta))
@@ -185,8 +185,8 @@ def test_diffusion_paced_moves_both_ways_and_settles_inside_on_a_plant_that_resp
   so beta first rises, then falls back and settles where KL = C, strictly
   inside [1, 4]."""
   c = _controller(**dict(PACED, kl_max=6.0, beta_max=4.0, ki=0.005, ema_decay=0.9))
-  update = jax.jit(lambda s, d, k: objective.update_controller(c, s, diff_loss=d, kl=k))
-  state, betas = objective.init_controller(c), []
+  update = jax.jit(lambda s, d, k: beta_controller.update_controller(c, s, diff_loss=d, kl=k))
+  state, betas = beta_controller.init_controller(c), []
   for k in range(1500):
     state = update(state, 0.02 + np.exp(-k / 60.0), 9.0 - 5.0 * (state.beta - 1.0) / 3.0)
     betas.append(float(state.beta))
@@ -206,9 +206,9 @@ def test_constant_never_moves():
 
 def test_bad_controller_settings_are_named():
   with pytest.raises(ValueError, match="'pid'.*diffusion_feedback"):
-    objective.init_controller(_controller(kind="pid"))
+    beta_controller.init_controller(_controller(kind="pid"))
   with pytest.raises(ValueError, match="beta_min=1.0, beta_init=0.5"):
-    objective.init_controller(_controller(beta_init=0.5))
+    beta_controller.init_controller(_controller(beta_init=0.5))
 
 
 @pytest.mark.parametrize("branches, kind, match", [
@@ -294,9 +294,10 @@ def test_mean_matching_trains_the_teacher_only_when_mutual(mutual):
   assert np.abs(g_s).max() > 0 and (np.abs(g_t).max() > 0) == mutual
 
 
+@pytest.mark.slow
 def test_closed_loop_loss_sums_its_terms_and_routes_gradients(tiny_models, tiny_params):
   config = config_lib.base_config()
-  process = diffusion.Diffusion.from_config(config.diffusion)
+  process = diffusion.process(config.diffusion)
   x0 = jax.random.uniform(jax.random.key(3), (4, 16, 16, 3), minval=-1, maxval=1)
   obj = config.objective
   obj.w_vae, obj.w_dt, obj.w_dt_mean = 0.5, 2.0, 0.25
@@ -343,6 +344,7 @@ def _train_steps(config, models, num_steps=3):
   return jax.device_get(state), jax.device_get(aux)
 
 
+@pytest.mark.slow
 def test_a_branch_trained_alone_is_that_branch_of_the_open_loop(test_config, tiny_models):
   """With the teacher under stop-gradient and a constant beta, CL-Dis trains
   its VAE exactly as the VAE alone does (the baseline is the same network and

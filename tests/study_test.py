@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from cldis_jax import config_lib, study
+from cldis_jax import config_lib, study, study_report
 from conftest import REPO, config_path, subprocess_env
 
 VAE_ALONE = {"objective.branches": ("vae",), "objective.controller.kind": "constant",
@@ -54,6 +54,7 @@ def _result(workdir, variant, seed):
     return json.load(f)
 
 
+@pytest.mark.slow
 def test_every_run_is_trained_evaluated_and_summarised(finished):
   workdir, summary = finished["workdir"], finished["summary"]
   with open(os.path.join(workdir, "results.json")) as f:
@@ -81,6 +82,7 @@ def test_every_run_is_trained_evaluated_and_summarised(finished):
     assert {k: v for k, v in ours.items() if k.startswith("vae_mu/")} == alone
 
 
+@pytest.mark.slow
 def test_the_report_declares_its_protocol_and_shows_the_table_and_plots(finished):
   workdir = finished["workdir"]
   with open(os.path.join(workdir, "results.md")) as f:
@@ -95,6 +97,7 @@ def test_the_report_declares_its_protocol_and_shows_the_table_and_plots(finished
       assert image.size[0] > 600 and image.size[1] > 200
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_recorded_and_the_others_complete(finished):
   workdir = finished["workdir"]
   failed = [r for r in finished["summary"]["runs"] if r["status"] == "failed"]
@@ -105,6 +108,7 @@ def test_a_failing_run_is_recorded_and_the_others_complete(finished):
   assert "- broken seed 0:" in open(os.path.join(workdir, "results.md")).read()
 
 
+@pytest.mark.slow
 def test_running_again_skips_finished_runs_and_retries_failed_ones(finished):
   workdir = finished["workdir"]
   path = os.path.join(study.run_dir(workdir, "cldis", 0), study.RESULT)
@@ -116,22 +120,49 @@ def test_running_again_skips_finished_runs_and_retries_failed_ones(finished):
   assert again["summary"] == finished["summary"]["summary"]
 
 
-def test_bad_study_settings_are_named(finished, tmp_path):
-  config = finished["config"].copy_and_resolve_references()
+def test_bad_study_settings_are_named(tmp_path):
+  variants = {"cldis": {}, "vae_alone": VAE_ALONE}
+  study_config = config_lib.load_config(_write_config(tmp_path / "study.py", variants, (0,)))
+  tmp_path = tmp_path / "out"
+  tmp_path.mkdir()
+  config = study_config.copy_and_resolve_references()
   config.study.shard = "2/2"
   with pytest.raises(ValueError, match="study.shard = '2/2'"):
     study.run(config, str(tmp_path))
-  config = finished["config"].copy_and_resolve_references()
+  config = study_config.copy_and_resolve_references()
   config.study.only = ("cldiss",)
   with pytest.raises(ValueError, match="study.only names \\['cldiss'\\]"):
     study.run(config, str(tmp_path))
-  config = finished["config"].copy_and_resolve_references()
+  config = study_config.copy_and_resolve_references()
   config.study.variants.vae_alone.objective.brnches = ("vae",)
   with pytest.raises(ValueError, match="brnches .did you mean branches"):
     study.run(config, str(tmp_path))
   assert not os.listdir(tmp_path)  # nothing written before the configs are checked
 
 
+def test_the_report_gives_mean_and_sample_std_over_seeds(tmp_path):
+  """Records with known numbers: the cells are mean ± sample std, n counts the
+  finished seeds, a failed run is listed, and the plots are drawn."""
+  config = config_lib.load_config(_write_config(
+      tmp_path / "study.py", {"cldis": {}, "vae_alone": VAE_ALONE}, (0, 1, 2)))
+  curves = {"beta": [[2, 1.0], [4, 1.5]], "loss_diff": [[2, 0.5], [4, 0.4]]}
+  records = [dict(status="completed", variant="cldis", seed=s, curves=curves,
+                  metrics={"mu_s/MIG": m, "mu_s/DCI-D": 0.5}) for s, m in ((0, 0.2), (1, 0.4))]
+  records.append(dict(status="failed", variant="cldis", seed=2, error="ValueError: boom\nmore"))
+  records.append(dict(status="completed", variant="vae_alone", seed=0, curves=curves,
+                      metrics={"vae_mu/MIG": 0.3}))
+  out = study_report.write(config, str(tmp_path), records)
+  assert out["summary"]["cldis"]["mu_s/MIG"]["std"] == pytest.approx(np.std([0.2, 0.4], ddof=1))
+  text = open(tmp_path / "results.md").read()
+  assert "| cldis | mu_s | 0.300 ± 0.141 | 0.500 ± 0.000 | 2 |" in text
+  assert "| vae_alone | vae_mu | 0.300 | – | 1 |" in text
+  assert "3 of 6 runs finished, 1 failed" in text and "- cldis seed 2: ValueError: boom" in text
+  for name in ("training.png", "metrics.png"):
+    with Image.open(tmp_path / name) as image:
+      assert image.size[0] > 600 and image.size[1] > 200
+
+
+@pytest.mark.slow
 def test_a_killed_study_resumes_and_skips_what_finished(tmp_path):
   config_file = _write_config(tmp_path / "study.py", {"vae_alone": VAE_ALONE}, (0, 1, 2))
   workdir = str(tmp_path / "out")

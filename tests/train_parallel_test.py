@@ -55,6 +55,7 @@ _FOUR_DEVICES = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_single_device_update():
   result = run_json_script(_FOUR_DEVICES, config_path("test.py"), devices=4)
   assert result["devices"] == 4 and result["shards"] == 4
@@ -83,6 +84,7 @@ _PROCESS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
   port = free_port()
   multi, single = str(tmp_path / "two_processes"), str(tmp_path / "one_process")
@@ -115,6 +117,7 @@ def test_cpu_device_count_is_one_per_core_or_the_largest_that_divides_the_batch(
     parallel.split_cpu(-1, 16)
 
 
+@pytest.mark.slow
 def test_default_cpu_split_trains_like_one_device(tmp_path):
   """`python -m cldis_jax.main` without XLA flags splits the CPU one device per
   core and says so; the update equals the --cpu_devices=1 run's."""

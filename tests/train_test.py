@@ -61,6 +61,7 @@ def run(tmp_path_factory):
   return dict(workdir=workdir, config=config, metrics=metrics)
 
 
+@pytest.mark.slow
 def test_test_config_trains_end_to_end_and_writes_its_outputs(run):
   workdir, metrics = run["workdir"], run["metrics"]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["20", "30"]  # keep 2
@@ -83,6 +84,7 @@ def test_test_config_trains_end_to_end_and_writes_its_outputs(run):
     assert im.size == (cell(8), cell(3))
 
 
+@pytest.mark.slow
 def test_total_loss_falls_and_every_term_is_finite(run):
   scalars = read_scalars(run["workdir"])
   assert all(np.isfinite(v) for values in scalars.values() for _, v in values)
@@ -91,11 +93,13 @@ def test_total_loss_falls_and_every_term_is_finite(run):
   assert scalars["loss_diff"][-1][1] < 0.9 * scalars["loss_diff"][0][1]
 
 
+@pytest.mark.slow
 def test_a_finished_workdir_returns_its_metrics_without_training(run):
   again = train.train_and_evaluate(run["config"], run["workdir"])
   assert again == json.loads(json.dumps(run["metrics"]))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_another_model_is_refused_naming_the_arrays(run):
   config = run["config"].copy_and_resolve_references()
   config.model.latent_dim = 5
@@ -104,6 +108,7 @@ def test_a_checkpoint_from_another_model_is_refused_naming_the_arrays(run):
     train.train_and_evaluate(config, run["workdir"], allow_config_change=True)
 
 
+@pytest.mark.slow
 def test_the_stored_config_comes_back(run):
   stored = checkpoint.Checkpoints(run["workdir"]).restore_config()
   assert stored.model == run["config"].model and stored.train == run["config"].train
@@ -117,6 +122,7 @@ def test_unknown_config_keys_are_named_with_suggestions(tmp_path):
   assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
   config = _config(num_steps=10, checkpoint_every=1, log_every=100)
   config.samples.every = 0
@@ -140,6 +146,7 @@ def _same_states(a, b):
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
   args = ("--config.train.num_steps=60", "--config.train.checkpoint_every=20",
           "--config.train.log_every=20")
@@ -170,6 +177,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
   assert terms(metrics_a) == terms(metrics_b) and metrics_b["step"] == 60
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_zero(tmp_path):
   proc = subprocess.Popen(_cli(tmp_path, "--config.train.num_steps=1000000",
                                "--config.train.checkpoint_every=0",

@@ -116,6 +116,7 @@ def test_a_lock_of_another_host_or_unreadable_is_refused(tmp_path, content):
   assert (tmp_path / workdir_lock.NAME).read_text() == content
 
 
+@pytest.mark.slow
 def test_training_releases_the_lock_and_navigation_refuses_a_held_one(finished, tmp_path):
   workdir = _copy(finished, tmp_path)
   assert not os.path.exists(os.path.join(workdir, workdir_lock.NAME))
@@ -126,6 +127,7 @@ def test_training_releases_the_lock_and_navigation_refuses_a_held_one(finished, 
   assert _tree(workdir) == before  # no navigation/ written
 
 
+@pytest.mark.slow
 def test_a_second_training_on_a_workdir_stops_at_once_and_the_first_completes(tmp_path):
   first = subprocess.Popen(_cli(tmp_path, "--config.train.num_steps=40",
                                 "--config.train.log_every=5"),
@@ -149,6 +151,7 @@ def test_a_second_training_on_a_workdir_stops_at_once_and_the_first_completes(tm
 # --- 2. a run is finished only when everything is written ----------------------------------
 
 
+@pytest.mark.slow
 def test_the_final_outputs_are_written_before_the_final_checkpoint(finished):
   assert finished["saves"] == [(10, False), (20, True)]
 
@@ -158,6 +161,7 @@ def _training_terms(metrics):
   return metrics["status"], metrics["step"], keep, metrics["controller"]
 
 
+@pytest.mark.slow
 def test_a_kill_at_the_end_of_a_run_resumes_to_the_uninterrupted_outputs(finished, tmp_path):
   proc = subprocess.Popen(_cli(tmp_path, "--config.train.num_steps=20",
                                "--config.train.checkpoint_every=10",
@@ -182,6 +186,7 @@ def test_a_kill_at_the_end_of_a_run_resumes_to_the_uninterrupted_outputs(finishe
   jax.tree.map(np.testing.assert_array_equal, state, finished["state"])
 
 
+@pytest.mark.slow
 def test_a_final_checkpoint_without_its_metrics_is_finished_with_a_warning(finished, tmp_path,
                                                                            caplog):
   workdir = _copy(finished, tmp_path)
@@ -203,6 +208,7 @@ def _data_files(step_dir):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete"])
+@pytest.mark.slow
 def test_a_corrupt_latest_checkpoint_is_moved_aside_and_training_resumes_before_it(
     finished, tmp_path, caplog, damage):
   workdir = _copy(finished, tmp_path)
@@ -240,6 +246,7 @@ def test_when_no_checkpoint_restores_it_stops_and_moves_nothing(tmp_path):
   assert not (tmp_path / "checkpoints.corrupt").exists()
 
 
+@pytest.mark.slow
 def test_a_read_only_program_names_a_corrupt_checkpoint_and_moves_nothing(finished, tmp_path):
   workdir = _copy(finished, tmp_path)
   os.remove(_data_files(os.path.join(workdir, "checkpoints", "20"))[0])
@@ -265,6 +272,7 @@ def test_loading_or_evaluating_a_missing_workdir_creates_nothing(tmp_path):
   assert not os.path.exists(missing)
 
 
+@pytest.mark.slow
 def test_mu_s_directions_of_a_workdir_without_navigation_write_nothing(finished, tmp_path):
   workdir = _copy(finished, tmp_path)
   before = _tree(workdir)
@@ -291,6 +299,7 @@ def test_training_changes_name_what_is_trained_and_pass_the_schedule():
       "train.batch_size: 4 -> 8"]
 
 
+@pytest.mark.slow
 def test_resuming_with_another_seed_stops_naming_it_unless_allowed(finished, tmp_path):
   workdir = _copy(finished, tmp_path)
   before = _tree(workdir)
@@ -305,6 +314,7 @@ def test_resuming_with_another_seed_stops_naming_it_unless_allowed(finished, tmp
   assert train.train_and_evaluate(changed, workdir, allow_config_change=True)["step"] == 20
 
 
+@pytest.mark.slow
 def test_a_schedule_change_resumes(finished, tmp_path):
   workdir = _copy(finished, tmp_path)
   config = _config(log_every=5, keep_checkpoints=5)
@@ -424,6 +434,7 @@ def test_decode_and_images_name_the_expected_arguments(model):
 # --- 9. Ctrl-C ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_first_ctrl_c_saves_and_exits_zero(tmp_path):
   proc = subprocess.Popen(_cli(tmp_path, "--config.train.num_steps=1000000",
                                "--config.train.checkpoint_every=0",

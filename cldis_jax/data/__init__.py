@@ -1,8 +1,8 @@
 """Data sources and the input pipeline.
 
 `build_source(config.data, image_size=..., channels=...)` opens the dataset a
-config names (checking resolution and channels at start-up) and
-`build_pipeline(config, source, mesh)` batches it. Every source is random
+config names (checking resolution and channels at start-up; `source_of(config)`
+at the model's size) and `build_pipeline(config, source, mesh)` batches it. Every source is random
 access like `tfds.data_source`; see `source.py` for the interface.
 """
 
@@ -56,6 +56,17 @@ def build_source(data: ml_collections.ConfigDict, *, image_size: int,
                            + f"; valid: {', '.join(SOURCES)}")
 
 
+def source_of(config) -> Source:
+  """The source of `config.data` at the model's image size and channels."""
+  return build_source(config.data, image_size=config.model.image_size,
+                      channels=config.model.in_channels)
+
+
+def images_at(source: Source, rows) -> np.ndarray:
+  """The images of `rows` (N,) in [-1, 1], float32 (N, H, W, C)."""
+  return to_model_range(source.__getitems__(np.asarray(rows))["image"])
+
+
 def spread_rows(num_rows: int, count: int) -> np.ndarray:
   """`count` row indices spread evenly over 0..num_rows-1."""
   return np.linspace(0, num_rows - 1, min(count, num_rows)).astype(np.int64)
@@ -64,7 +75,7 @@ def spread_rows(num_rows: int, count: int) -> np.ndarray:
 def spread_images(source: Source, count: int) -> np.ndarray:
   """`count` fixed images spread evenly over the source, in [-1, 1] (previews,
   and the images `--mode=edit` takes when given no files)."""
-  return to_model_range(source.__getitems__(spread_rows(len(source), count))["image"])
+  return images_at(source, spread_rows(len(source), count))
 
 
 def build_pipeline(config: ml_collections.ConfigDict, source: Source,
@@ -81,4 +92,5 @@ def build_pipeline(config: ml_collections.ConfigDict, source: Source,
 __all__ = ["SOURCES", "BatchPlan", "Cars3D", "CorruptImageError", "DatasetNotFoundError",
            "FactorSpace", "ImageFolder", "InputPipeline", "MPI3D", "ProceduralDSprites",
            "ProceduralShapes3D", "Source", "UnsupportedFormatError", "build_pipeline",
-           "build_source", "spread_images", "spread_rows", "to_model_range"]
+           "build_source", "images_at", "source_of", "spread_images", "spread_rows",
+           "to_model_range"]

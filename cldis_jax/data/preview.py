@@ -28,7 +28,7 @@ def write_preview(source: Source, pipeline: InputPipeline, workdir: str,
                   columns: int = 8) -> list[str]:
   """Writes data_batch.png (and data_factors.png) into workdir; returns the paths."""
   batch = pipeline.local_batch(0)
-  images = np.round((batch["image"] + 1.0) * 127.5).astype(np.uint8)
+  images = grids.to_uint8(batch["image"])
   count = (len(images) // columns) * columns or len(images)
   cols = min(columns, len(images))
   grid = images[:count].reshape((count // cols, cols) + images.shape[1:])
@@ -43,8 +43,7 @@ def write_preview(source: Source, pipeline: InputPipeline, workdir: str,
 def describe(config, workdir: str, timed_batches: int = 5) -> str:
   """Opens config.data as training would, times a few batches, writes the
   previews, and returns a short report."""
-  source = data.build_source(config.data, image_size=config.model.image_size,
-                             channels=config.model.in_channels)
+  source = data.source_of(config)
   pipeline = data.build_pipeline(config, source)
   lines = [f"dataset   {source.name}: {len(source):,} examples of "
            f"{'x'.join(map(str, source.image_shape))}"]

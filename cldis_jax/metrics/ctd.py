@@ -1,5 +1,5 @@
 """CTD, the content-tracking disentanglement score: our label-free metric
-(our design; README, Evaluate).
+(our design; docs/evaluation.md).
 
 The CL-Dis paper describes a label-free metric that tracks content through
 latent traversals; its definition is not public. CTD is our design in that

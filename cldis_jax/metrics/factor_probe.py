@@ -84,7 +84,7 @@ def _loss(net, params, x, labels):
 
 
 def _batch(source, rows, columns):
-  images = data.to_model_range(source.__getitems__(rows)["image"])
+  images = data.images_at(source, rows)
   return images, source.factors_of(rows)[:, columns]
 
 

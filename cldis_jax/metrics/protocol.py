@@ -8,7 +8,7 @@ vectors exactly as the library's `SplitDiscreteStateSpace` does (one
 `random_state.randint(size_k, size=n)` per latent factor column, in factor
 order) and maps them to row indices with the source's `index_of`. A
 `Representation` maps row indices to codes [n, num_codes]; a lazily filled
-table of the model's codes (`cldis_jax.evaluate.CodeTable`) and a plain numpy
+table of the model's codes (`cldis_jax.codes.CodeTable`) and a plain numpy
 table give the same numbers, because the codes are deterministic.
 
 Array layout here is points-first ([num_points, num_codes], [num_points,

@@ -5,24 +5,15 @@ UNet's encoder half with one extra level, unconditioned single-conv ResBlocks,
 then GN -> SiLU -> global average pool -> 1x1 conv. Deterministic, unnormalised.
 """
 
-from typing import Sequence
-
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cldis_jax.models.layers import (AttentionBlock, Dtype, ResBlock, conv, down_path,
+from cldis_jax.models.layers import (AttentionBlock, ResBlock, Trunk, conv, down_path,
                                      group_norm)
 
 
-class SemanticEncoder(nn.Module):
-  image_size: int
-  base_channels: int
-  channel_mult: Sequence[int]
-  num_res_blocks: int = 2
-  attn_resolutions: Sequence[int] = (16,)
-  num_heads: int = 1
+class SemanticEncoder(Trunk):
   z_dim: int = 512
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x0):

@@ -12,6 +12,7 @@ then conditioned on `expand(mu_s)` instead of z_sem (`model.condition =
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from cldis_jax.models.layers import torch_bias_init, torch_kernel_init
 
@@ -50,10 +51,22 @@ class DistillHead(nn.Module):
     return self.expand(code.astype(jnp.float32))
 
 
+def mu_kernel(head_params):
+  """(z_dim, latent_dim): the mu part of the linear head, mu_s = z_sem @ W + b."""
+  kernel = head_params["proj"]["kernel"]
+  return kernel[:, :kernel.shape[1] // 2]
+
+
 def mu_directions(head_params) -> jnp.ndarray:
   """(latent_dim, z_dim): row j is the smallest change of z_sem that moves mu_s
   by +1 along axis j and leaves the other axes of mu_s where they were (rows of
   the pseudo-inverse of the mu part of the linear head)."""
-  kernel = head_params["proj"]["kernel"]
-  w_mu = kernel[:, :kernel.shape[1] // 2]  # (z_dim, latent_dim): mu_s = z_sem @ w_mu + b
-  return jnp.linalg.pinv(w_mu).astype(jnp.float32)
+  return jnp.linalg.pinv(mu_kernel(head_params)).astype(jnp.float32)
+
+
+def mu_std(head_params, z_cov) -> np.ndarray:
+  """(latent_dim,) float32: the std of each axis of mu_s when z_sem has
+  covariance `z_cov` (z_dim, z_dim)."""
+  w_mu = np.asarray(mu_kernel(head_params), np.float64)
+  return np.sqrt(np.einsum("dk,de,ek->k", w_mu, np.asarray(z_cov, np.float64),
+                           w_mu)).astype(np.float32)

@@ -13,7 +13,7 @@ Images are NHWC. Parameters are float32; `dtype` is the compute dtype.
 """
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -81,6 +81,18 @@ def timestep_embedding(t, dim: int, max_period: float = 10000.0):
   if dim % 2:
     emb = jnp.concatenate([emb, jnp.zeros_like(emb[:, :1])], axis=-1)
   return emb
+
+
+class Trunk(nn.Module):
+  """The hyperparameters the UNet and the semantic encoder share: the
+  resolution, the width per level, blocks per level, where attention runs."""
+  image_size: int
+  base_channels: int
+  channel_mult: Sequence[int]
+  num_res_blocks: int = 2
+  attn_resolutions: Sequence[int] = (16,)
+  num_heads: int = 1
+  dtype: Dtype = jnp.float32
 
 
 def down_path(widths, num_res_blocks, image_size):

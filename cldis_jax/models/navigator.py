@@ -1,4 +1,4 @@
-"""The navigation networks (Voynov & Babenko 2020; README, Navigate): K learned directions in z_sem space and the reconstructor that
+"""The navigation networks (Voynov & Babenko 2020; docs/navigation.md): K learned directions in z_sem space and the reconstructor that
 tells, from an image pair, which direction was moved and by how much.
 
 - `Directions()(basis)` -> (K, z_dim), one direction per row, expressed in

@@ -5,27 +5,18 @@ block numbering (`input_blocks_{n}_{j}`, `middle_block_{j}`, `output_blocks_{n}_
 mirrors the PyTorch module tree so that official weights convert one-to-one.
 """
 
-from typing import Sequence
-
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cldis_jax.models.layers import (AttentionBlock, Dtype, ResBlock, conv, dense,
+from cldis_jax.models.layers import (AttentionBlock, ResBlock, Trunk, conv, dense,
                                      down_path, group_norm, timestep_embedding)
 
 
-class UNet(nn.Module):
+class UNet(Trunk):
   """Predicts eps from (x_t, t, z_sem). Outputs exactly zero at initialisation."""
-  image_size: int
-  base_channels: int
-  channel_mult: Sequence[int]
-  num_res_blocks: int = 2
-  attn_resolutions: Sequence[int] = (16,)
-  num_heads: int = 1
   embed_dim: int = 512
   dropout: float = 0.1
   out_channels: int = 3
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, t, z_sem, *, train: bool = False):

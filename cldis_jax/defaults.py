@@ -1,0 +1,268 @@
+"""Every config key the project understands, with its default: `base_config()`.
+
+Experiment files in `configs/` start from it (as `config_lib.base_config()`)
+and override a few fields; `config_lib.check_config` refuses any key that is
+not here.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # Networks (cldis_jax.models.build_models). image_size / in_channels / dtype
+  # are shared by every network; latent_dim is d_v, the VAE latent and the
+  # distillation head's output.
+  config.model = ml_collections.ConfigDict(dict(
+      image_size=64,
+      in_channels=3,
+      latent_dim=10,
+      dtype="float32",  # compute dtype: "float32" or "bfloat16"; params are float32
+      # What the denoiser is conditioned on: "z_sem" (Diff-AE) or "mu_s" (the
+      # distilled mean, mapped to z_dim by the head; the diffusion loss then
+      # has to pass through the code the metrics evaluate).
+      condition="z_sem",
+      # How the head z_sem -> (mu_s, log sigma_s^2) starts: "random" (PyTorch's
+      # Linear init) or "prior" (zero weights: every image's student is N(0, I)
+      # until the teacher moves it; in the study it fitted the teacher worse).
+      head_init="random",
+      diffae=dict(  # the official Diff-AE ffhq64 values (Preechakul et al., 2022)
+          base_channels=64,
+          channel_mult=(1, 2, 4, 8),
+          enc_channel_mult=(1, 2, 4, 8, 8),
+          num_res_blocks=2,
+          enc_num_res_blocks=2,
+          attn_resolutions=(16,),
+          enc_attn_resolutions=None,  # None: same as the UNet (official)
+          num_heads=1,
+          embed_dim=512,
+          z_dim=512,
+          dropout=0.1,
+      ),
+      vae=dict(  # Burgess et al. (2018) conv beta-VAE
+          hidden_channels=32,
+          hidden_dim=256,
+          likelihood="bernoulli",  # or "gaussian"
+      ),
+  ))
+
+  # Gaussian diffusion (cldis_jax.diffusion).
+  config.diffusion = ml_collections.ConfigDict(dict(
+      num_timesteps=1000,
+      beta_schedule="linear",  # "linear" (1e-4..0.02) or "constX", e.g. "const0.008"
+      sample_steps=20,  # DDIM steps ("ddimN" spacing) for previews and evaluation
+  ))
+
+  # Adam with global-norm clipping and an EMA of the parameters (spec section 5).
+  config.optim = ml_collections.ConfigDict(dict(
+      learning_rate=1e-4,
+      warmup_steps=0,
+      grad_clip_norm=1.0,
+      weight_decay=0.0,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      ema_decay=0.9999,
+  ))
+
+  # Data (cldis_jax.data.build_source): images arrive at model.image_size with
+  # model.in_channels channels, or the run stops at start-up saying why.
+  config.data = ml_collections.ConfigDict(dict(
+      name="procedural/shapes3d",  # one of cldis_jax.data.SOURCES
+      dir="",  # TFDS data_dir, image folder, or the MPI3D / Cars3D directory
+      split="train",  # TFDS split, e.g. "train+test" for all of smallnorb
+      shuffle=True,
+      hflip=False,  # random horizontal flips (photos only: they change factors)
+      celeba_crop="tad",  # "tad" (Resize 1.5s + CenterCrop s) or "d2c" (Diff-AE)
+      on_bad_image="raise",  # image folders: "raise" or "skip" (counted, logged)
+      cache_mb=512,  # procedural render / Cars3D caches
+      cache_dir="~/.cache/cldis_jax",  # factor tables of shuffled TFDS files
+      num_threads=2,  # reader threads per process
+      prefetch=2,  # batches prepared ahead
+  ))
+
+  # The closed loop (cldis_jax.objective). Weights, the distillation direction
+  # and the feedback law are our reconstruction: the paper's are unpublished.
+  config.objective = ml_collections.ConfigDict(dict(
+      # ("diffae", "vae"): CL-Dis. One branch: that branch trained alone, with
+      # no link (the baselines of the study).
+      branches=("diffae", "vae"),
+      w_vae=1.0,  # weight of the beta-VAE loss in the total
+      w_dt=1.0,  # weight of the distillation KL L_dt
+      mutual=False,  # True: L_dt also trains the VAE (teacher not stop-gradient)
+      # L_dt = KL(VAE posterior || student) ("forward") or KL(student || VAE
+      # posterior) ("reverse"; objective.distillation_loss).
+      dt_direction="reverse",
+      # Weight of the mean-matching term: each dim of mu_s fitted to the VAE's
+      # means relative to their spread over the batch (1 - R^2 per dim).
+      w_dt_mean=0.0,
+      # Weight of the mean squared correlation between the dims of mu_s over
+      # the batch (0: off): removes low-amplitude copies of active dims.
+      w_decorrelate=0.0,
+      # model.condition = "mu_s": condition the denoiser on a sample of
+      # N(mu_s, sigma_s^2) in training (the mean when decoding).
+      sample_condition=False,
+      controller=dict(
+          # "diffusion_feedback", "diffusion_paced", "diffusion_capacity",
+          # "distillation_feedback", "pi_kl" or "constant" (cldis_jax.objective)
+          kind="diffusion_paced",
+          beta_init=1.0,  # beta before and during warm-up; "constant" keeps it
+          beta_min=1.0,
+          beta_max=8.0,
+          kp=0.01,  # ControlVAE gains (Kp, and |Ki| with the sign built in)
+          ki=0.001,
+          ema_decay=0.99,  # EMA of the measured quantity (L_diff or KL)
+          warmup_steps=1000,  # diffusion_feedback/_paced: L_diff_ref = EMA at this step
+          setpoint=1.0,  # diffusion_feedback: r* for r = EMA(L_diff) / L_diff_ref
+          kl_start=0.5,  # pi_kl: set point C_k = min(start + step * (k // period), max)
+          kl_step=0.15,
+          kl_period=5000,
+          # pi_kl and diffusion_capacity: the set point's cap; diffusion_paced:
+          # the capacity once the diffusion branch has removed all its error
+          kl_max=16.0,
+          # diffusion_capacity: KL set point = capacity * EMA(information the
+          # semantic code gives the denoiser, in nats)
+          capacity=0.1,
+          # distillation_feedback: L_dt (nats) the VAE's code may be ahead of
+          # the Diff-AE's distilled code; above it beta rises, below it falls
+          dt_target=1.0,
+      ),
+  ))
+
+  config.train = ml_collections.ConfigDict(dict(
+      batch_size=128,  # global batch
+      num_steps=562_500,  # 72M samples / 128
+      log_every=100,  # scalars to the writer and a progress line
+      checkpoint_every=5000,  # and at the end, and on SIGTERM
+      keep_checkpoints=3,
+      async_checkpoints=True,
+  ))
+
+  # Picture grids from the EMA parameters (cldis_jax.samples).
+  config.samples = ml_collections.ConfigDict(dict(
+      every=10_000,  # and at the end; 0: no grids
+      num_images=8,  # reconstruction grid columns
+      traversal_steps=7,  # columns of the traversal grids
+      traversal_range=2.5,  # mu_s / VAE mean values swept over [-range, range]
+  ))
+
+  # Navigation (cldis_jax.navigate, `--mode=navigate`): Voynov & Babenko's
+  # direction discovery in z_sem with the trained model frozen. The objective
+  # is our reconstruction of the paper's unpublished one
+  # (Voynov & Babenko, ICML 2020).
+  config.navigate = ml_collections.ConfigDict(dict(
+      num_directions=0,  # K; 0: model.latent_dim
+      parameterization="unit",  # "unit" (unit-norm rows) or "ortho" (orthonormal, expm)
+      # "pca": start at z_sem's first K principal axes; "random": anywhere
+      # (Voynov's random init). A trained z_sem is far from isotropic, and most
+      # random directions barely change the decoded image.
+      init="pca",
+      # The image pair is decoded from one noisy x_t of the real image (shared
+      # noise) at timestep t_start * num_timesteps, by decode_steps DDIM steps
+      # down to x0; 1 is the one-step x0 prediction.
+      t_start=0.5,
+      decode_steps=1,
+      remat=True,  # decode_steps > 1: recompute each UNet call in the backward pass
+      # The unit of a shift: the std of z_sem along the direction ("direction"),
+      # or along z_sem's first principal axis, for every direction ("global",
+      # like Voynov's fixed unit in an isotropic GAN latent).
+      shift_scale="global",
+      shift_max=3.0,  # eps ~ shift_max * U(-1, 1), in units of shift_scale
+      shift_min=0.5,  # |eps| below this is raised to it, keeping the sign
+      w_cls=1.0,  # cross-entropy on the direction index
+      w_shift=0.25,  # L1 on the shift
+      reconstructor=dict(  # a 6-channel ResNet; (2, 2, 2, 2) at width 64 is ResNet-18
+          width=64,
+          stage_sizes=(2, 2, 2, 2),
+          stem="small",  # "small" (3x3, stride 1; <= 64 px) or "imagenet" (7x7/2 + max-pool)
+          inputs="pair",  # "pair" (Voynov: both images) or "pair_and_difference" (+ x_b - x_a)
+      ),
+      batch_size=32,
+      num_steps=100_000,
+      learning_rate=1e-4,  # Adam, directions and reconstructor alike
+      reference_images=4096,  # z_sem mean and covariance (the shift scale)
+      log_every=100,  # and the held-out accuracy on accuracy_batches fixed batches
+      accuracy_batches=8,
+      checkpoint_every=5000,
+      keep_checkpoints=2,
+      traversal_steps=7,  # the grid of learned directions written at the end
+      traversal_range=3.0,  # its columns span +-range std along each direction
+  ))
+
+  # Editing real images (cldis_jax.edit, `--mode=edit`): invert, move z_sem
+  # along directions, decode; one PNG grid per direction.
+  config.edit = ml_collections.ConfigDict(dict(
+      images=(),  # image files (any size; resized and centre-cropped); or --images
+      dataset_images=4,  # with no files: this many images spread over config.data
+      directions="navigation",  # "navigation" (learned) or "mu_s" (axes of mu_s via the head)
+      which=(),  # direction indices to edit along; empty: all
+      strength=3.0,  # columns sweep [-strength, strength] std along the direction
+      num_strengths=7,  # odd: the middle column (strength 0) is the reconstruction
+      invert_steps=100,  # DDIM inversion steps (Diff-AE's notebooks: 250)
+      decode_steps=100,  # DDIM decoding steps (Diff-AE's manipulate notebook: 100)
+      interpolation_steps=7,  # images 0 -> 1 (linear z_sem, spherical x_T); 0: none
+  ))
+
+  # Evaluation (cldis_jax.evaluate): `--mode=evaluate`, and every
+  # `evaluate.every` training steps. Metrics the dataset cannot support
+  # (no factors, no attributes) are skipped and say so in metrics.json.
+  config.evaluate = ml_collections.ConfigDict(dict(
+      every=0,  # training: evaluate every N steps and at the end (0: never)
+      representations=("mu_s", "vae_mu", "z_sem_pca"),
+      metrics=("factor_vae", "beta_vae", "mig", "dci", "sap", "modularity", "tad", "ctd",
+               "factor_response"),
+      encode_batch=256,
+      encode_all=False,  # True: encode every image first (DisDiff's route; same numbers)
+      dci_workers=0,  # processes fitting DCI's per-factor trees (0: one per core; same numbers)
+      # Draws of the evaluation (reference images, CTD sources, the probe's
+      # data): fixed, so runs of different training seeds are scored on the
+      # same images.
+      seed=0,
+      reference_images=10_000,  # encoded first: z_sem PCA fit and code scales
+      # disentanglement_lib protocol (google-research/disentanglement_lib); keep these
+      # values for numbers comparable with published tables.
+      num_train=10_000,
+      num_test=5_000,  # also FactorVAE's / beta-VAE's num_eval
+      num_variance_estimate=10_000,
+      group_batch_size=64,  # FactorVAE / beta-VAE batch with one factor fixed
+      code_batch_size=16,  # generate_batch_factor_code's chunk (random stream)
+      num_bins=20,
+      prune_threshold=0.05,
+      logistic_solver="lbfgs",  # "lbfgs" (sklearn >= 0.22) or "liblinear" (the library's era)
+      svm_dual=True,  # SAP's LinearSVC(dual=...) (True: the library's era)
+      tad=dict(
+          num_images=1000,  # one random batch, as NashAE / DisDiff / EncDiff
+          variants=("grid11", "exact"),  # grid11: DisDiff/EncDiff; grid101: NashAE
+          auroc_threshold=0.75,
+          entropy_threshold=0.2,
+          range_min=0.2,  # grid variants: latents with a smaller range score 0.5
+      ),
+      ctd=dict(  # our label-free metric (cldis_jax.metrics.ctd)
+          num_sources=16,
+          steps=6,  # frames per side of the source
+          range_sigma=3.0,  # the end frames sit at +-range_sigma std of the coordinate
+          levels=3, warps=2, iterations=80, alpha_hs=0.05,
+          nu=0.03, kappa=0.3, u_min=0.25, motion_weight=0.1,
+          floor_min=0.004, floor_percentile=99.5,
+          rho=0.2, q=0.01, e_min=1e-3, track=True, spatial=False, spatial_sigma=2.0,
+      ),
+      probe=dict(  # factor_response's CNN probe (cldis_jax.metrics.factor_probe)
+          steps=2000,
+          batch_size=64,
+          learning_rate=1e-3,
+          width=32,
+          test_images=1000,  # its held-out accuracy per factor is reported
+      ),
+  ))
+
+  # The study program (cldis_jax.study, `--mode=study`): the config above is
+  # the base of every run; each variant overrides some of it.
+  config.study = ml_collections.ConfigDict(dict(
+      variants={},  # name -> overrides (nested; `nested({"a.b": v})` builds them)
+      seeds=(0,),  # every variant once per seed
+      only=(),  # variant names: run just these (the summary covers every run on disk)
+      shard="",  # "i/n": this process runs every n-th run from i (n processes share a study)
+  ))
+  return config

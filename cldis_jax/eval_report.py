@@ -1,0 +1,67 @@
+"""What an evaluation writes and reports: the headline numbers a paper table
+quotes, the printed table (metrics as rows, representations as columns), and
+`metrics.json` / `metrics.txt` in the evaluation's directory."""
+
+import json
+import os
+
+import numpy as np
+
+
+def jsonable(tree):
+  """numpy values inside dicts and lists -> plain Python, for JSON."""
+  if isinstance(tree, dict):
+    return {k: jsonable(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [jsonable(v) for v in tree]
+  if isinstance(tree, (np.generic, np.ndarray)):
+    return tree.tolist()
+  return tree
+
+
+HEADLINE = (("factor_vae", "eval_accuracy", "FactorVAE"), ("beta_vae", "eval_accuracy", "beta-VAE"),
+            ("mig", "discrete_mig", "MIG"), ("dci", "disentanglement", "DCI-D"),
+            ("dci", "completeness", "DCI-C"), ("dci", "informativeness_test", "DCI-I"),
+            ("sap", "SAP_score", "SAP"), ("modularity", "modularity_score", "modularity"),
+            ("modularity", "explicitness_score_test", "explicitness"),
+            ("ctd", "ctd", "CTD"), ("ctd", "active_fraction", "CTD active"),
+            ("factor_response", "concentration", "probe concentration"))
+
+
+def headline(summary) -> dict[str, float]:
+  """The numbers a paper table quotes, as `<representation>/<name>`."""
+  out = {}
+  for rep, res in summary["results"].items():
+    for metric, key, label in HEADLINE:
+      if metric in res:
+        out[f"{rep}/{label}"] = float(res[metric][key])
+    for variant, t in res.get("tad", {}).items():
+      out[f"{rep}/TAD ({variant})"] = float(t["tad"])
+      out[f"{rep}/TAD attrs ({variant})"] = float(t["num_attributes"])
+  return out
+
+
+def format_table(summary) -> str:
+  """Metrics as rows, representations as columns."""
+  numbers = headline(summary)
+  reps = list(summary["results"])
+  labels = list(dict.fromkeys(k.split("/", 1)[1] for k in numbers))
+  width = max([len(l) for l in labels] + [6])
+  lines = [f"{summary['dataset']} at step {summary['step']} "
+           f"({summary['images_encoded']} images encoded)",
+           " " * width + "".join(f"{r:>12}" for r in reps)]
+  for label in labels:
+    cells = [numbers.get(f"{r}/{label}") for r in reps]
+    lines.append(f"{label:<{width}}" + "".join(
+        f"{v:>12.4f}" if v is not None else f"{'-':>12}" for v in cells))
+  for m, why in summary["skipped"].items():
+    lines.append(f"{m}: skipped ({why})")
+  return "\n".join(lines)
+
+
+def write(out_dir: str, summary: dict) -> None:
+  """`metrics.json` (every number) and `metrics.txt` (the table) in `out_dir`."""
+  with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  with open(os.path.join(out_dir, "metrics.txt"), "w") as f:
+    f.write(format_table(summary) + "\n")

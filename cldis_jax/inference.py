@@ -1,0 +1,104 @@
+"""Inference with a trained model's parameters, jitted: encode to z_sem,
+invert to x_T by DDIM, decode (z_sem, x_T), decode along directions of z_sem,
+interpolate between images, and the beta-VAE's own traversals.
+
+Every function takes the `models` and the diffusion `process` as static
+arguments (build the process with `diffusion.process`, which returns one object
+per setting, so each setting compiles once); images are (N, H, W, C) in
+[-1, 1].
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from cldis_jax import diffusion, models as models_lib
+from cldis_jax.models.beta_vae import decoded_image
+
+
+def _eps_fn(models, params, z_sem):
+  return lambda x, t: models_lib.denoise(models, params, x, t, z_sem)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def encode(models, params, x0):
+  """Images (N, H, W, C) in [-1, 1] -> z_sem (N, z_dim)."""
+  return models.diffae.apply({"params": params["diffae"]}, x0, method="encode")
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def invert(models, process: diffusion.Diffusion, params, x0, z_sem):
+  """The stochastic code x_T of images x0 by DDIM inversion under z_sem."""
+  return process.ddim_invert(_eps_fn(models, params, z_sem), x0)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def decode(models, process: diffusion.Diffusion, params, z_sem, x_T):
+  """DDIM decoding of (z_sem, x_T) -> images (N, H, W, C) in [-1, 1]."""
+  return process.ddim_sample(_eps_fn(models, params, z_sem), x_T)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def decode_along(models, process: diffusion.Diffusion, params, z_sem, x_T, directions,
+                 strengths):
+  """Codes z_sem (N, z_dim) with x_T (N, H, W, C); directions (K, z_dim),
+  strengths (K, F) -> (N, K, F, H, W, C): z_sem + strength * direction
+  decoded by DDIM from each source's x_T, one source at a time."""
+  k, f = strengths.shape
+
+  def one_source(args):
+    z, x = args
+    zs = (z[None, None, :] + strengths[..., None] * directions[:, None, :]).reshape(k * f, -1)
+    frames = process.ddim_sample(_eps_fn(models, params, zs),
+                                 jnp.broadcast_to(x, (k * f,) + x.shape))
+    return frames.reshape((k, f) + x.shape)
+
+  return jax.lax.map(one_source, (z_sem, x_T))
+
+
+def diffae_traversals(models, process: diffusion.Diffusion, params, x0, directions, strengths):
+  """Sources x0 (N, H, W, C); z_sem directions (K, z_dim); strengths (K, F)
+  -> (N, K, F, H, W, C) in [-1, 1]: z_sem + strength * direction decoded by
+  DDIM from each source's inverted x_T (strength 0 reconstructs the source)."""
+  z_sem = encode(models, params, x0)
+  x_T = invert(models, process, params, x0, z_sem)
+  return decode_along(models, process, params, z_sem, x_T, directions, strengths)
+
+
+def slerp(a, b, alpha):
+  """Spherical interpolation of flattened a, b (N, ...) at alpha (F,) ->
+  (N, F, ...), the angle from their cosine (Diff-AE's interpolate notebook)."""
+  fa, fb = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+  cos = jnp.sum(fa * fb, -1) / (jnp.linalg.norm(fa, axis=-1) * jnp.linalg.norm(fb, axis=-1))
+  theta = jnp.arccos(jnp.clip(cos, -1.0, 1.0))[:, None]
+  sin = jnp.maximum(jnp.sin(theta), 1e-8)
+  wa = jnp.where(theta > 1e-4, jnp.sin((1 - alpha) * theta) / sin, 1 - alpha)
+  wb = jnp.where(theta > 1e-4, jnp.sin(alpha * theta) / sin, alpha)
+  out = wa[..., None] * fa[:, None] + wb[..., None] * fb[:, None]
+  return out.reshape((a.shape[0], alpha.shape[0]) + a.shape[1:])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def interpolate(models, process: diffusion.Diffusion, params, z_a, z_b, x_T_a, x_T_b, alpha):
+  """Pairs (z_a, x_T_a) -> (z_b, x_T_b), N each, at alpha (F,) -> (N, F, H, W, C):
+  z_sem linearly, x_T spherically, decoded by DDIM."""
+  n, f = z_a.shape[0], alpha.shape[0]
+  z = z_a[:, None] + alpha[None, :, None] * (z_b - z_a)[:, None]
+  x_T = slerp(x_T_a, x_T_b, alpha)
+  images = process.ddim_sample(_eps_fn(models, params, z.reshape(n * f, -1)),
+                               x_T.reshape((n * f,) + x_T_a.shape[1:]))
+  return images.reshape((n, f) + x_T_a.shape[1:])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def vae_traversals(models, params, x0, strengths):
+  """Sources x0 (N, H, W, C), strengths (d_v, F) along each axis of the VAE
+  mean -> (N, d_v, F, H, W, C) in [-1, 1]."""
+  vparams = {"params": params["vae"]}
+  mu, _ = models.vae.apply(vparams, x0, method="encode")
+  d, f = strengths.shape
+  z = (mu[:, None, None, :] + strengths[None, :, :, None]
+       * jnp.eye(d, dtype=mu.dtype)[None, :, None, :])
+  logits = models.vae.apply(vparams, z.reshape(-1, d), method="decode")
+  return decoded_image(logits).reshape((x0.shape[0], d, f) + x0.shape[1:])

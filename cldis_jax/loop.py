@@ -1,0 +1,56 @@
+"""What the training and navigation loops share: when a periodic action is
+due, the window of aux values between two reports, and the teardown of what a
+loop holds (its checkpoints, its writer and the stop signal)."""
+
+import contextlib
+import time
+
+import jax
+import numpy as np
+
+from cldis_jax import preemption
+
+
+def due(step: int, every: int, last: int | None = None) -> bool:
+  """Whether an action repeated every `every` steps (0: never) runs after
+  `step` steps; with `last`, also after the last step."""
+  return bool(every) and (step % every == 0 or step == last)
+
+
+@contextlib.contextmanager
+def holding(ckpt, writer):
+  """Yields a `preemption.StopSignal`; on the way out, however the loop ends,
+  releases the signal handlers, closes `ckpt` and flushes and closes `writer`."""
+  stop = preemption.StopSignal()
+  try:
+    yield stop
+  finally:
+    stop.close()
+    ckpt.close()
+    writer.flush()
+    writer.close()
+
+
+def mean_aux(values) -> dict[str, float]:
+  """The mean of each aux term (but "finite") over host values of a window."""
+  return {k: float(np.mean([v[k] for v in values])) for k in values[0] if k != "finite"}
+
+
+class Window:
+  """The aux values of the steps since the last report, and their pace."""
+
+  def __init__(self, step: int):
+    self.aux = []
+    self.restart(step)
+
+  def restart(self, step: int) -> None:
+    """Times steps from `step` on from now (after a compilation or an
+    evaluation the rate should not include)."""
+    self.step, self.time = step, time.perf_counter()
+
+  def report(self, step: int) -> tuple[list, float]:
+    """(host aux values, steps/s) of the window up to `step`; starts the next."""
+    values, now = jax.device_get(self.aux), time.perf_counter()
+    rate = (step - self.step) / (now - self.time) if step > self.step else float("nan")
+    self.aux, self.step, self.time = [], step, now
+    return values, rate
