@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cldis_jax import (beta_controller, config_lib, diffusion, models as models_lib, objective, parallel,
-                       train_step)
+from cldis_jax import (beta_controller, config_lib, diffusion, models as models_lib, objective,
+                       parallel, train_step)
 
 
 def _controller(**overrides):

@@ -1,9 +1,10 @@
 """Data sources and the input pipeline.
 
 `build_source(config.data, image_size=..., channels=...)` opens the dataset a
-config names (checking resolution and channels at start-up; `source_of(config)`
-at the model's size) and `build_pipeline(config, source, mesh)` batches it. Every source is random
-access like `tfds.data_source`; see `source.py` for the interface.
+config names, checking resolution and channels at start-up (`source_of(config)`:
+at the model's size), and `build_pipeline(config, source, mesh)` batches it.
+Every source is random access like `tfds.data_source`; see `source.py` for the
+interface.
 """
 
 import difflib

@@ -1,5 +1,6 @@
-"""The navigation networks (Voynov & Babenko 2020; docs/navigation.md): K learned directions in z_sem space and the reconstructor that
-tells, from an image pair, which direction was moved and by how much.
+"""The navigation networks (Voynov & Babenko 2020; docs/navigation.md): K
+learned directions in z_sem space and the reconstructor that tells, from an
+image pair, which direction was moved and by how much.
 
 - `Directions()(basis)` -> (K, z_dim), one direction per row, expressed in
   an orthonormal `basis` (rows; z_sem's principal axes, or the identity):
@@ -14,9 +15,10 @@ tells, from an image pair, which direction was moved and by how much.
   BasicBlocks ([2, 2, 2, 2] at width 64 is ResNet-18) whose first conv sees the
   two images concatenated (6 channels for RGB). Differences from torchvision:
   GroupNorm instead of BatchNorm (no running statistics, so training and
-  evaluation compute the same function; at least 16 channels per group), and the "small" stem (3x3 stride 1,
-  no max-pool) for images of 64 px and below, where the ImageNet stem would
-  throw away three quarters of the pixels at once.
+  evaluation compute the same function; at least 16 channels per group), and
+  the "small" stem (3x3 stride 1, no max-pool) for images of 64 px and below,
+  where the ImageNet stem would throw away three quarters of the pixels at
+  once.
 """
 
 from typing import Sequence
