@@ -25,6 +25,15 @@ if _cache:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+  """The tests of the session's trained workdir run on one xdist worker
+  (`--dist loadgroup`), so that it is trained once, not once per worker."""
+  for item in items:
+    if "trained_workdir" in getattr(item, "fixturenames", ()):
+      item.add_marker(pytest.mark.xdist_group("trained_workdir"))
+
+
 def subprocess_env(devices: int = 1) -> dict[str, str]:
   """The environment for a test's child Python: `devices` simulated CPU devices,
   the same PRNG, -O0 and compilation cache as this process."""

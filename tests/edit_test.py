@@ -96,6 +96,7 @@ def test_api_accepts_uint8_and_single_images_and_rejects_wrong_shapes(model):
     model.directions("pca")
 
 
+@pytest.mark.slow
 def test_interpolation_ends_are_the_reconstructions(model):
   x = model.images(count=2)
   mixed = model.interpolate(x[:1], x[1:], [0.0, 0.5, 1.0])

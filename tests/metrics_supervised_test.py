@@ -56,6 +56,7 @@ def test_aligned_codes_score_near_the_maximum(scores):
   assert s["sap"] > 0.05  # a 1-D linear SVM cannot isolate middle values (spec 5)
 
 
+@pytest.mark.slow
 def test_rotating_the_codes_lowers_every_metric_but_explicitness(scores):
   s, r = scores
   assert r["factor_vae"] < s["factor_vae"] - 0.2
