@@ -1,5 +1,5 @@
-"""Navigation (`--mode=navigate`): self-supervised discovery of K directions
-in z_sem space with the trained model frozen (Voynov & Babenko 2020, our
+"""Navigation, the method: self-supervised discovery of K directions in z_sem
+space with the trained model frozen (Voynov & Babenko 2020, our
 reading of CL-Dis's navigation step; docs/navigation.md).
 
 One sample: a real image x, its z_sem, a direction k ~ U{0..K-1} and a shift
