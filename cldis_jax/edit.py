@@ -61,7 +61,7 @@ def run(config, workdir: str) -> dict:
   which = list(e.which) or list(range(len(directions)))
   frames = model.traverse(x, strengths, e.directions, which)
   out_dir = os.path.join(workdir, "edit", str(model.step))
-  scale = max(1, 64 // config.model.image_size)
+  scale = grids.scale_for(config.model.image_size)
   files = []
   for j, k in enumerate(which):
     path = os.path.join(out_dir, f"{e.directions}_{k:02d}.png")

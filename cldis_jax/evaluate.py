@@ -98,7 +98,7 @@ def _direction_frames(models, config, params, x0, directions, sigma):
   +-range_sigma * sigma, decoded by DDIM from each source's inverted x_T."""
   process = diffusion.process(config.diffusion, config.diffusion.sample_steps)
   return inference.diffae_traversals(models, process, params, x0, np.asarray(directions),
-                                   _strengths(config, sigma))
+                                     _strengths(config, sigma))
 
 
 def _traversal_frames(models, config, params, table, rep, x0):

@@ -11,6 +11,13 @@ from PIL import Image
 
 
 MARK = (220, 30, 30)
+MIN_CELL_PX = 64  # saved grids enlarge their cells to at least this size
+
+
+def scale_for(cell_size: int) -> int:
+  """The whole-number enlargement that brings `cell_size` px cells to at least
+  MIN_CELL_PX (1 for cells already that large)."""
+  return max(1, MIN_CELL_PX // cell_size)
 
 
 def to_uint8(images) -> np.ndarray:
@@ -50,4 +57,4 @@ def save_grid(path: str, cells, marked_column: int | None = None) -> str:
   to at least 64 px."""
   cells = np.asarray(cells)
   return save_png(path, tile(to_uint8(cells), marked_column=marked_column),
-                  max(1, 64 // cells.shape[2]))
+                  scale_for(cells.shape[2]))

@@ -40,18 +40,17 @@ def _navigate(model: trained.Run, workdir: str) -> dict:
   with loop.holding(ckpt, writer) as stop:
     state = _start(model, nav, ckpt)
     accuracy_fn = navigation.make_accuracy(config, model.models, nav)
-    state, status, last = _loop(model, nav, state, accuracy_fn, ckpt, writer, stop)
+    params = jax.device_put(model.params)  # once, not at every jitted call
+    state, status, last = _loop(model, params, nav, state, accuracy_fn, ckpt, writer, stop)
     done = int(state.step)
     if ckpt.latest_step() != done:
       ckpt.save(done, state, config)
     ckpt.wait()
     if last is None or status != "completed":
-      last = navigation.held_out_accuracy(config, accuracy_fn, state, model.params,
-                                          model.source)
-    grid = navigation.traversal_grid(config, model.models, model.params, nav, state,
-                                     model.source)
+      last = navigation.held_out_accuracy(config, accuracy_fn, state, params, model.source)
+    grid = navigation.traversal_grid(config, model.models, params, nav, state, model.source)
     grid_path = grids.save_png(os.path.join(out_dir, f"traverse_{done:08d}.png"), grid,
-                               max(1, 64 // config.model.image_size))
+                               grids.scale_for(config.model.image_size))
     writer.write_images(done, {"navigate/traverse": grid})
   a, sigma = navigation.directions_of(config, nav, state)
   gram = a @ a.T
@@ -86,13 +85,12 @@ def _start(model: trained.Run, nav, ckpt) -> navigation.NavState:
   return state
 
 
-def _loop(model: trained.Run, nav, state, accuracy_fn, ckpt, writer, stop):
+def _loop(model: trained.Run, params, nav, state, accuracy_fn, ckpt, writer, stop):
   """Steps to `navigate.num_steps` or a stop signal -> (state, status, the
-  last held-out accuracy or None)."""
+  last held-out accuracy or None). `params`: the model's, on the device."""
   config, n, source = model.config, model.config.navigate, model.source
   step_fn = navigation.make_step(config, model.models, nav)
   rng = jax.random.key(config.seed + 1)
-  params = jax.device_put(model.params)
   window, last = loop.Window(int(state.step)), None
   for step in range(int(state.step), n.num_steps):
     rows = navigation.batch_rows(config.seed, step, len(source), n.batch_size)

@@ -74,6 +74,6 @@ def sample_grids(models, config, params, x0) -> dict[str, np.ndarray]:
 
 def save_grids(workdir: str, step: int, images: dict[str, np.ndarray], image_size: int):
   """PNGs as <workdir>/samples/<name>_<step>.png, cells enlarged to >= 64 px."""
-  scale = max(1, 64 // image_size)
+  scale = grids.scale_for(image_size)
   return [grids.save_png(os.path.join(workdir, "samples", f"{name}_{step:08d}.png"), image,
                          scale) for name, image in images.items()]

@@ -112,9 +112,9 @@ def make_train_step(config, models, mesh):
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
                        state.ema_params, params)
     controller = beta_controller.update_controller(obj.controller, state.controller,
-                                             diff_loss=aux["loss_diff"], kl=aux["vae_kl"],
-                                             dt_loss=aux["loss_dt"],
-                                             diff_info=aux.get("diff_info"))
+                                                   diff_loss=aux["loss_diff"], kl=aux["vae_kl"],
+                                                   dt_loss=aux["loss_dt"],
+                                                   diff_info=aux.get("diff_info"))
     finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(_norm(grads))
     new = state.replace(step=state.step + 1, params=params, ema_params=ema,
                         opt_state=opt_state, controller=controller)

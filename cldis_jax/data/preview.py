@@ -32,7 +32,7 @@ def write_preview(source: Source, pipeline: InputPipeline, workdir: str,
   count = (len(images) // columns) * columns or len(images)
   cols = min(columns, len(images))
   grid = images[:count].reshape((count // cols, cols) + images.shape[1:])
-  scale = max(1, 64 // images.shape[1])
+  scale = grids.scale_for(images.shape[1])
   paths = [grids.save_png(os.path.join(workdir, "data_batch.png"), grids.tile(grid), scale)]
   if source.factor_space is not None:
     sweeps = grids.tile(factor_sweeps(source))
