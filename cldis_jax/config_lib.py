@@ -93,7 +93,7 @@ def check_config(config, reference=None, where: str = "config") -> None:
 RESUMABLE_KEYS = ("train.num_steps", "train.log_every", "train.checkpoint_every",
                   "train.keep_checkpoints", "train.async_checkpoints", "data.num_threads",
                   "data.prefetch", "data.cache_mb", "data.cache_dir", "samples.", "navigate.",
-                  "edit.", "evaluate.", "study.")
+                  "edit.", "evaluate.", "study.", "compile.")
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict:

@@ -257,6 +257,17 @@ def base_config() -> ml_collections.ConfigDict:
       ),
   ))
 
+  # Compiling for Cloud TPU topologies (cldis_jax.compile_check, `--mode=compile`):
+  # memory per chip, FLOPs and a roofline bound, without a TPU (needs libtpu:
+  # pip install -e ".[tpu]").
+  config.compile = ml_collections.ConfigDict(dict(
+      topology="v5e:2x2",  # comma-separated: v5e:AxB, v6e:AxB, v4:AxBxC, v5p:AxBxC, or cpu
+      programs=("train", "navigate", "encode", "invert", "decode", "traverse"),
+      headroom=0.1,  # HBM fraction a program must leave free to "fit"
+      find_max_batch=False,  # also search the largest per-device train batch that fits
+      require_fit=False,  # True: exit 2 if the train step does not fit (launch preflight)
+  ))
+
   # The study program (cldis_jax.study, `--mode=study`): the config above is
   # the base of every run; each variant overrides some of it.
   config.study = ml_collections.ConfigDict(dict(

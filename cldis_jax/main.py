@@ -14,13 +14,14 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from cldis_jax import config_lib, errors, parallel
+from cldis_jax import config_lib, errors, parallel, topology
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and pictures go.")
 flags.DEFINE_enum("mode", "train",
-                  ["train", "evaluate", "navigate", "edit", "study", "summary", "data"],
+                  ["train", "evaluate", "navigate", "edit", "study", "summary", "data",
+                   "compile"],
                   "train: train (resuming from --workdir's latest checkpoint). "
                   "evaluate: every metric on --workdir's latest checkpoint, written "
                   "to <workdir>/eval/<step>/. "
@@ -33,7 +34,10 @@ flags.DEFINE_enum("mode", "train",
                   "<workdir>/results.md, results.json and plots. "
                   "summary: print the parameter count of every module. "
                   "data: open the dataset, time a few batches, and write "
-                  "data_batch.png / data_factors.png into --workdir.")
+                  "data_batch.png / data_factors.png into --workdir. "
+                  "compile: compile the run's programs for the TPU topologies of "
+                  "config.compile (no TPU needed; libtpu installed) and write their memory "
+                  "per chip, FLOPs and roofline bound to <workdir>/compile/.")
 flags.DEFINE_list("images", None, "edit: image files to edit (overrides config.edit.images).")
 flags.DEFINE_integer("summary_depth", 2, "How many module levels the summary lists.")
 flags.DEFINE_bool("distributed", False,
@@ -119,6 +123,7 @@ def main(argv):
   if FLAGS.distributed:
     jax.distributed.initialize()
   else:
+    topology.hide_absent_accelerators()
     one_device_mode = FLAGS.mode in ("navigate", "edit")
     split = parallel.split_cpu(FLAGS.cpu_devices or int(one_device_mode),
                                config.train.batch_size)
@@ -160,6 +165,13 @@ def main(argv):
   elif FLAGS.mode == "data":
     from cldis_jax.data import preview  # pylint: disable=g-import-not-at-top
     print(preview.describe(config, FLAGS.workdir or "."))
+  elif FLAGS.mode == "compile":
+    if not FLAGS.workdir:
+      raise app.UsageError("--mode=compile needs --workdir (it writes <workdir>/compile/)")
+    from cldis_jax import compile_check  # pylint: disable=g-import-not-at-top
+    results = compile_check.run(config, FLAGS.workdir)
+    print("\n\n".join(compile_check.format_table(r) for r in results))
+    compile_check.require_fit(config, results)
 
 
 if __name__ == "__main__":

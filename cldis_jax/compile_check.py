@@ -1,0 +1,298 @@
+"""`--mode=compile`: compile a run's programs for a Cloud TPU topology on any
+machine, and say whether they fit it and how fast they could at best run.
+
+For each topology of `compile.topology` (comma-separated, `topology.FORMS`)
+and each program of `compile.programs` (`programs.py`: the train step, the
+navigation step, evaluation's encoder, edit's DDIM inversion and decoding,
+evaluation's traversals) the program is lowered and compiled by the TPU
+compiler, and `<workdir>/compile/<topology>.json` gets, per device:
+
+- bytes of arguments, outputs, temporaries, outputs aliased with (donated)
+  arguments and generated code, from XLA's memory analysis; their total
+  (arguments + outputs - aliased + temporaries + code) against the chip's HBM:
+  `fits` (with `compile.headroom` to spare) and the headroom left;
+- the arguments' own bytes (state, params, images...) from their shapes;
+- FLOPs, bytes accessed and transcendentals per call, from XLA's cost
+  analysis, and the roofline bound on a call's time, max(FLOPs / peak bf16
+  FLOP/s, bytes accessed / HBM bandwidth) (`topology.CHIPS`); for the train
+  step, FLOPs per image and the days `train.num_steps` steps take at that
+  bound;
+- compile time, devices, host processes, per-device batch.
+
+These are compile-time figures and bounds, not measured speeds. A program
+the compiler cannot fit in HBM is a result (`fits: false`, the bytes it asked
+for and by how much they exceed the chip), not an error.
+`compile.find_max_batch` searches the largest per-device train batch that
+fits with the headroom, by compiling (doubling, then bisection).
+"""
+
+import importlib.metadata
+import json
+import math
+import os
+import re
+import time
+
+from absl import logging
+import jax
+
+from cldis_jax import errors, models as models_lib, programs, topology, writer as writer_lib
+
+SUBDIR = "compile"
+MAX_SEARCH_BATCH = 4096  # per device: find_max_batch doubles up to here
+
+
+def topology_names(spec: str) -> list[str]:
+  names = [n.strip() for n in str(spec).split(",") if n.strip()]
+  if not names:
+    raise errors.ConfigError(f"compile.topology is empty; give one or more of: "
+                             f"{topology.FORMS}")
+  return names
+
+
+def json_path(workdir: str, name: str) -> str:
+  return os.path.join(workdir, SUBDIR, f"{name.replace(':', '_')}.json")
+
+
+_SIZE = re.compile(r"([\d.]+)\s*([KMGTP]i?)?B?\b")
+
+
+def _size_bytes(text: str) -> float:
+  number, unit = _SIZE.fullmatch(text.strip()).groups()
+  return float(number) * 1024.0 ** ("_KMGTP".index(unit[0]) if unit else 0)
+
+
+def out_of_memory(error) -> dict | None:
+  """{'required_bytes', 'available_bytes', 'excess_bytes', 'error'} of a
+  compile that ran out of HBM (None for any other error). The TPU compiler
+  words it as "... required for HLO temporaries (3.92T) exceeds available
+  HBM (15.75G)" or "Used 20.5G of 15.75G hbm"."""
+  text = errors.one_line(error)
+  if "RESOURCE_EXHAUSTED" not in text and "out of memory" not in text.lower():
+    return None
+  found = (re.search(r"\(([\d.]+[KMGTP]?)\) exceeds available HBM \(([\d.]+[KMGTP]?)\)", text)
+           or re.search(r"Used ([\d.]+[KMGTP]?) of ([\d.]+[KMGTP]?) hbm", text))
+  out = dict(error=text[:500])
+  if found:
+    required, available = (_size_bytes(g) for g in found.groups())
+    out.update(required_bytes=required, available_bytes=available,
+               excess_bytes=required - available)
+  return out
+
+
+def shard_bytes(tree) -> int:
+  """Bytes one device holds of a pytree of sharded ShapeDtypeStructs (the
+  most any device holds, for uneven shardings)."""
+  total = 0
+  for s in jax.tree.leaves(tree):
+    shape = s.sharding.shard_shape(s.shape) if s.sharding is not None else s.shape
+    total += math.prod(shape) * s.dtype.itemsize
+  return total
+
+
+def _cost(compiled) -> dict:
+  cost = compiled.cost_analysis()
+  cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
+  return dict(flops=float(cost.get("flops", 0.0)),
+              bytes_accessed=float(cost.get("bytes accessed", 0.0)),
+              transcendentals=float(cost.get("transcendentals", 0.0)))
+
+
+def _memory(compiled) -> dict:
+  m = compiled.memory_analysis()
+  out = dict(argument=m.argument_size_in_bytes, output=m.output_size_in_bytes,
+             temp=m.temp_size_in_bytes, alias=m.alias_size_in_bytes,
+             code=m.generated_code_size_in_bytes)
+  out["total"] = out["argument"] + out["output"] - out["alias"] + out["temp"] + out["code"]
+  return out
+
+
+def judge(record: dict, chip, headroom: float) -> dict:
+  """`record` with the HBM verdict and the roofline bound for `chip` (None: none)."""
+  if chip is None:
+    return dict(record, fits=None)
+  hbm = chip.hbm_bytes
+  if "bytes" not in record:  # the compiler ran out of memory
+    return dict(record, hbm_bytes=hbm, fits=False, fits_compiler=False, headroom=None)
+  total = record["bytes"]["total"]
+  out = dict(record, hbm_bytes=hbm, fits_compiler=True, fits=total <= (1 - headroom) * hbm,
+             headroom=1 - total / hbm)
+  compute_s = record["flops"] / chip.peak_bf16_flops
+  memory_s = record["bytes_accessed"] / chip.hbm_bytes_per_s
+  out.update(roofline_s=max(compute_s, memory_s),
+             bound="compute" if compute_s >= memory_s else "memory")
+  return out
+
+
+def measure(program: programs.Program, chip=None, headroom: float = 0.1) -> dict:
+  """Lowers and compiles `program`: the figures of the module docstring."""
+  record = dict(program=program.name, devices=program.devices, batch=program.batch,
+                per_device_batch=program.batch / program.devices,
+                argument_bytes={k: shard_bytes(v) for k, v in program.arguments.items()})
+  t0 = time.perf_counter()
+  lowered = program.lower()
+  t1 = time.perf_counter()
+  record["lower_s"] = t1 - t0
+  try:
+    compiled = lowered.compile()
+  except Exception as e:  # pylint: disable=broad-except
+    oom = out_of_memory(e)
+    if oom is None:
+      raise
+    record.update(compile_s=time.perf_counter() - t1, out_of_memory=oom)
+    return judge(record, chip, headroom)
+  record["compile_s"] = time.perf_counter() - t1
+  record.update(bytes=_memory(compiled), **_cost(compiled))
+  return judge(record, chip, headroom)
+
+
+def add_training_time(record: dict, config) -> dict:
+  """The train step's FLOPs per image, and days to `train.num_steps` at the bound."""
+  out = dict(record)
+  if record.get("flops"):
+    out["flops_per_image"] = record["flops"] / record["per_device_batch"]
+  if record.get("roofline_s"):
+    out.update(num_steps=config.train.num_steps,
+               days_at_bound=config.train.num_steps * record["roofline_s"] / 86400)
+  return out
+
+
+def max_batch(config, models, devices, chip, headroom: float) -> dict:
+  """The largest per-device train batch whose step fits with `headroom`:
+  1, 2, 4, ... until one does not fit (or MAX_SEARCH_BATCH), then bisection."""
+  tried = {}
+
+  def fits(per_device: int) -> bool:
+    r = measure(programs.train(config, models, devices, per_device * len(devices)), chip,
+                headroom)
+    tried[per_device] = dict(fits=r["fits"], total_bytes=r.get("bytes", {}).get("total"),
+                             compile_s=r["compile_s"])
+    logging.info("  per-device batch %d: %s", per_device, "fits" if r["fits"] else "does not fit")
+    return bool(r["fits"])
+
+  if not fits(1):
+    return dict(per_device_batch=0, global_batch=0, tried=tried)
+  low = 1
+  while low < MAX_SEARCH_BATCH and fits(2 * low):
+    low *= 2
+  high = 2 * low
+  while high - low > 1 and low < MAX_SEARCH_BATCH:
+    mid = (low + high) // 2
+    low, high = (mid, high) if fits(mid) else (low, mid)
+  return dict(per_device_batch=low, global_batch=low * len(devices), tried=tried,
+              capped=low >= MAX_SEARCH_BATCH)
+
+
+def _versions() -> dict:
+  out = {}
+  for package in ("jax", "jaxlib", "libtpu"):
+    try:
+      out[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  return out
+
+
+def check_topology(config, models, name: str) -> dict:
+  """Every program of `compile.programs` compiled for topology `name`."""
+  c = config.compile
+  devices = topology.devices(name)
+  chip = topology.chip_of(devices[0])
+  result = dict(topology=name, device_kind=devices[0].device_kind, devices=len(devices),
+                processes=len({d.process_index for d in devices}),
+                chip=None if chip is None else vars(chip), headroom=c.headroom,
+                config=dict(image_size=config.model.image_size, dtype=config.model.dtype,
+                            batch_size=config.train.batch_size,
+                            num_steps=config.train.num_steps),
+                versions=_versions(), programs={})
+  for name_ in c.programs:
+    logging.info("compiling %s for %s (%d devices)", name_, name, len(devices))
+    record = measure(programs.build(name_, config, models, devices), chip, c.headroom)
+    if name_ == "train":
+      record = add_training_time(record, config)
+    result["programs"][name_] = record
+  if c.find_max_batch:
+    logging.info("searching the largest per-device train batch for %s", name)
+    result["max_batch"] = max_batch(config, models, devices, chip, c.headroom)
+  return result
+
+
+def run(config, workdir: str) -> list[dict]:
+  """`--mode=compile`: every topology of `compile.topology`; writes one JSON
+  each and returns their contents."""
+  programs.check_names(config.compile.programs)
+  if not 0 <= config.compile.headroom < 1:
+    raise errors.ConfigError(f"compile.headroom = {config.compile.headroom}; valid: a "
+                             "fraction in [0, 1)")
+  names = topology_names(config.compile.topology)
+  for name in names:  # a bad name fails before any compile
+    if name != "cpu":
+      topology.parse(name)
+  models = models_lib.build_models(config.model)
+  results = []
+  for name in names:
+    result = check_topology(config, models, name)
+    path = json_path(workdir, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    writer_lib.write_atomic(path, json.dumps(result, indent=1))
+    result["path"] = path
+    results.append(result)
+  return results
+
+
+def _gib(x) -> str:
+  return "-" if x is None else f"{x / 2**30:.2f}"
+
+
+def format_table(result: dict) -> str:
+  """The printed summary of one topology's JSON."""
+  chip = result["chip"]
+  head = (f"{result['topology']}: {result['devices']} x {result['device_kind']} on "
+          f"{result['processes']} host process(es)")
+  if chip:
+    head += (f"; {chip['hbm_bytes'] / 2**30:.1f} GiB HBM, {chip['peak_bf16_flops'] / 1e12:.0f} "
+             f"TFLOP/s bf16, {chip['hbm_bytes_per_s'] / 1e9:.0f} GB/s per chip")
+  lines = [head, "per device:  program   batch  args GiB  temp GiB  code GiB  total GiB  "
+           "headroom  fits  GFLOP/call  bound ms  compile s"]
+  for name, r in result["programs"].items():
+    b = r.get("bytes", {})
+    headroom = "-" if r.get("headroom") is None else f"{100 * r['headroom']:.0f}%"
+    fits = {True: "yes", False: "NO", None: "-"}[r.get("fits")]
+    bound = f"{1e3 * r['roofline_s']:.2f}" if r.get("roofline_s") else "-"
+    gflop = f"{r['flops'] / 1e9:.1f}" if "flops" in r else "-"
+    lines.append(f"  {name:>18}  {r['per_device_batch']:6g}  {_gib(b.get('argument')):>8}  "
+                 f"{_gib(b.get('temp')):>8}  {_gib(b.get('code')):>8}  {_gib(b.get('total')):>9}"
+                 f"  {headroom:>8}  {fits:>4}  {gflop:>10}  {bound:>8}  {r['compile_s']:9.1f}")
+    if "out_of_memory" in r:
+      oom = r["out_of_memory"]
+      lines.append(f"      does not fit: asks for {_gib(oom.get('required_bytes'))} GiB, "
+                   f"{_gib(oom.get('excess_bytes'))} GiB more than the "
+                   f"{_gib(oom.get('available_bytes'))} GiB the compiler can use")
+  train = result["programs"].get("train", {})
+  if train.get("days_at_bound"):
+    lines.append(f"train: {train['flops_per_image'] / 1e9:.2f} GFLOP per image; "
+                 f"{train['num_steps']} steps take at least {train['days_at_bound']:.2f} days "
+                 "at the roofline bound (a bound, not a measured speed)")
+  if "max_batch" in result:
+    m = result["max_batch"]
+    lines.append(f"largest train batch with {100 * result['headroom']:.0f}% headroom: "
+                 f"{m['per_device_batch']} per device, {m['global_batch']} in all")
+  lines.append(f"written to {result['path']}")
+  return "\n".join(lines)
+
+
+def require_fit(config, results) -> None:
+  """With `compile.require_fit` (the launch preflight): a UserError, one line
+  saying what to change, where a topology's train step does not fit."""
+  if not config.compile.require_fit:
+    return
+  for result in results:
+    train = result["programs"].get("train")
+    if train is None or train["fits"] is not False:
+      continue
+    need = train.get("bytes", {}).get("total") or train["out_of_memory"].get("required_bytes")
+    raise errors.UserError(
+        f"the train step does not fit {result['topology']}: it needs {_gib(need)} GiB per chip "
+        f"of {_gib(train['hbm_bytes'])} GiB with {100 * result['headroom']:.0f}% to spare "
+        f"(batch {train['per_device_batch']:g} per chip); lower train.batch_size or pick a "
+        f"larger topology (--config.compile.find_max_batch=True finds the largest batch)")

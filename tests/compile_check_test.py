@@ -1,0 +1,173 @@
+"""`--mode=compile`: the run's programs compiled for Cloud TPU topologies on
+this CPU (libtpu's compile-only devices), their memory per chip, FLOPs and
+roofline bound; a batch that cannot fit is a result; the launch preflight."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cldis_jax import compile_check, config_lib, errors, topology
+from conftest import REPO, config_path, run_json_script, subprocess_env
+
+needs_libtpu = pytest.mark.skipif(not topology.libtpu_installed(),
+                                  reason='needs libtpu: pip install -e ".[tpu]"')
+
+
+def _main(*args, env=None):
+  return subprocess.run([sys.executable, "-m", "cldis_jax.main", "--config",
+                         config_path("test.py"), *args], capture_output=True, text=True,
+                        cwd=REPO, env=env or subprocess_env(), check=False, timeout=900)
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("v5e:2x2", ("v5e:2x2", dict(chip_config_name="default"))),
+    ("v5e:1x1", ("v5e:1x1", dict(chip_config_name="default", chips_per_host_bounds=(1, 1, 1)))),
+    ("v4:2x2x2", ("v4:2x2x2", dict(chip_config_name="megacore"))),
+    ("v5p:2x2x1", ("v5:2x2x1", dict(chip_config_name="megacore"))),
+])
+def test_topology_names_map_to_libtpu(name, expected):
+  assert topology.parse(name) == expected
+
+
+@pytest.mark.parametrize("name", ["v5e", "v5e:2x2x1", "v4:2x2", "tpu:2x2", "v5e:0x2", "gpu"])
+def test_unknown_topology_lists_the_accepted_forms(name):
+  with pytest.raises(errors.ConfigError, match="accepted: v5e:AxB, v6e:AxB, v4:AxBxC"):
+    topology.parse(name)
+
+
+def test_without_libtpu_one_line_says_how_to_install(monkeypatch):
+  monkeypatch.setattr(topology, "libtpu_installed", lambda: False)
+  with pytest.raises(errors.UsageError, match=r'pip install -e "\.\[tpu\]"'):
+    topology.devices("v5e:2x2")
+
+
+@pytest.mark.parametrize("message,required,available", [
+    ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+     "temporaries (3.92T) exceeds available HBM (15.75G).", 3.92 * 2**40, 15.75 * 2**30),
+    ("RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory space "
+     "hbm. Used 20.50G of 15.75G hbm. Exceeded hbm capacity by 4.75G.", 20.5 * 2**30,
+     15.75 * 2**30),
+])
+def test_out_of_memory_messages_give_the_excess(message, required, available):
+  oom = compile_check.out_of_memory(RuntimeError(message))
+  assert oom["required_bytes"] == pytest.approx(required)
+  assert oom["available_bytes"] == pytest.approx(available)
+  assert oom["excess_bytes"] == pytest.approx(required - available)
+  assert compile_check.out_of_memory(RuntimeError("INVALID_ARGUMENT: bad shape")) is None
+
+
+def test_plain_cpu_runs_do_not_start_libtpu():
+  """With libtpu installed and no TPU, an ordinary run stays on the CPU:
+  libtpu's start-up warnings never reach the user."""
+  env = subprocess_env()
+  del env["JAX_PLATFORMS"]
+  result = _main("--mode=summary", env=env)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "TPU" not in result.stderr, result.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def v5e_2x2(tmp_path_factory):
+  """Every program of the test config (batch 16) compiled for v5e:2x2 by the CLI."""
+  workdir = tmp_path_factory.mktemp("compile")
+  result = _main("--mode=compile", f"--workdir={workdir}", "--config.compile.topology=v5e:2x2",
+                 "--config.train.batch_size=16")
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(compile_check.json_path(str(workdir), "v5e:2x2")) as f:
+    return json.load(f), result
+
+
+@needs_libtpu
+@pytest.mark.slow
+def test_every_program_compiles_for_v5e_with_every_figure(v5e_2x2):
+  record, result = v5e_2x2
+  assert (record["devices"], record["processes"], record["device_kind"]) == (4, 1, "TPU v5 lite")
+  assert set(record["programs"]) == {"train", "navigate", "encode", "invert", "decode",
+                                     "traverse"}
+  for name, p in record["programs"].items():
+    assert set(p["bytes"]) == {"argument", "output", "temp", "alias", "code", "total"}, name
+    assert p["bytes"]["total"] > 0 and p["flops"] > 0 and p["bytes_accessed"] > 0, name
+    assert p["fits"] is True and 0 < p["headroom"] < 1, name
+    assert p["roofline_s"] > 0 and p["bound"] in ("compute", "memory"), name
+    assert p["compile_s"] > 0 and p["hbm_bytes"] == 16 * 2**30, name
+  train = record["programs"]["train"]
+  assert (train["devices"], train["batch"], train["per_device_batch"]) == (4, 16, 4)
+  assert train["bytes"]["alias"] > 0  # the donated state
+  assert train["days_at_bound"] == pytest.approx(
+      train["num_steps"] * train["roofline_s"] / 86400)
+  assert record["programs"]["encode"]["devices"] == 4
+  assert record["programs"]["navigate"]["devices"] == 1
+  # the printed table, and none of libtpu's start-up noise
+  assert "v5e:2x2: 4 x TPU v5 lite on 1 host process(es)" in result.stdout
+  assert "train: " in result.stdout and "days at the roofline bound" in result.stdout
+  assert "TPU_WORKER_HOSTNAMES" not in result.stderr
+
+
+@needs_libtpu
+@pytest.mark.slow
+def test_multi_host_topology_splits_the_batch_not_the_state(v5e_2x2, test_config):
+  """v5e:4x4 spans 4 host processes: each device holds a quarter of v5e:2x2's
+  images and the same replicated state."""
+  small = v5e_2x2[0]["programs"]["train"]
+  config = test_config.copy_and_resolve_references()
+  config.train.batch_size = 16
+  config.compile.programs = ("train",)
+  from cldis_jax import models  # pylint: disable=g-import-not-at-top
+  big = compile_check.check_topology(config, models.build_models(config.model), "v5e:4x4")
+  assert (big["devices"], big["processes"]) == (16, 4)
+  big = big["programs"]["train"]
+  assert big["per_device_batch"] == 1 and small["per_device_batch"] == 4
+  assert big["argument_bytes"]["state"] == small["argument_bytes"]["state"]
+  assert small["argument_bytes"]["images"] == 4 * big["argument_bytes"]["images"]
+  assert small["bytes"]["argument"] > big["bytes"]["argument"]
+  assert big["flops"] < small["flops"]
+
+
+@needs_libtpu
+@pytest.mark.slow
+def test_a_batch_far_too_large_does_not_fit_and_says_by_how_much(tmp_path):
+  result = _main("--mode=compile", f"--workdir={tmp_path}", "--config.compile.topology=v5e:2x2",
+                 "--config.compile.programs=('train',)", f"--config.train.batch_size={2**25}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "does not fit: asks for" in result.stdout
+  with open(compile_check.json_path(str(tmp_path), "v5e:2x2")) as f:
+    record = json.load(f)
+  train = record["programs"]["train"]
+  assert train["fits"] is False and train["out_of_memory"]["excess_bytes"] > 2**40
+  # the launch preflight refuses it in one line
+  config = config_lib.load_config(config_path("test.py"))
+  config.compile.require_fit = True
+  with pytest.raises(errors.UserError, match="the train step does not fit v5e:2x2: .* lower "
+                     "train.batch_size or pick a larger topology"):
+    compile_check.require_fit(config, [dict(record, path="")])
+
+
+_SAME_STEP = """
+import json, sys, jax
+from cldis_jax import config_lib, models, programs, topology
+config = config_lib.load_config(sys.argv[1])
+config.train.batch_size = 8
+m = models.build_models(config.model)
+def signature(lowered):  # the mesh, and main's arguments: shapes, shardings, aliasing
+  lines = lowered.as_text().splitlines()
+  return [l.strip() for l in lines if "sdy.mesh @" in l or "func.func public @main" in l]
+cpu = programs.build("train", config, m, jax.devices()).lower()
+cpu.compile()
+tpu = programs.build("train", config, m, topology.devices("v5e:2x2")).lower()
+print(json.dumps(dict(cpu=signature(cpu), tpu=signature(tpu))))
+"""
+
+
+@needs_libtpu
+def test_the_tpu_program_is_the_training_step_with_its_shardings():
+  """One call builds the step for a 4-device CPU mesh (compiled and run-able
+  here) and for v5e:2x2: the same arguments, shapes, shardings and donation."""
+  out = run_json_script(_SAME_STEP, config_path("test.py"), devices=4)
+  assert out["cpu"] == out["tpu"]
+  mesh, main = out["cpu"]
+  assert 'sdy.mesh @mesh = <["data"=4]>' in mesh
+  assert 'tensor<8x16x16x3xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"data"}, {}, {}, {}]>}' in main
+  assert "tf.aliasing_output" in main  # the state is donated
