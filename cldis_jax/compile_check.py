@@ -124,8 +124,11 @@ def judge(record: dict, chip, headroom: float) -> dict:
   return out
 
 
-def measure(program: programs.Program, chip=None, headroom: float = 0.1) -> dict:
-  """Lowers and compiles `program`: the figures of the module docstring."""
+def measure(program: programs.Program, chip=None, headroom: float = 0.1,
+            dump_to: str = "") -> dict:
+  """Lowers and compiles `program`: the figures of the module docstring.
+  `dump_to`: a folder for XLA's dumps, with each pass's start and end time
+  (benchmarks/compile_passes.py sums them)."""
   record = dict(program=program.name, devices=program.devices, batch=program.batch,
                 per_device_batch=program.batch / program.devices,
                 argument_bytes={k: shard_bytes(v) for k, v in program.arguments.items()})
@@ -134,7 +137,8 @@ def measure(program: programs.Program, chip=None, headroom: float = 0.1) -> dict
   t1 = time.perf_counter()
   record["lower_s"] = t1 - t0
   try:
-    compiled = lowered.compile()
+    compiled = lowered.compile(dict(xla_dump_to=os.path.join(dump_to, program.name),
+                                    xla_dump_module_metadata=True) if dump_to else None)
   except Exception as e:  # pylint: disable=broad-except
     oom = out_of_memory(e)
     if oom is None:
@@ -207,7 +211,8 @@ def check_topology(config, models, name: str) -> dict:
                 versions=_versions(), programs={})
   for name_ in c.programs:
     logging.info("compiling %s for %s (%d devices)", name_, name, len(devices))
-    record = measure(programs.build(name_, config, models, devices), chip, c.headroom)
+    record = measure(programs.build(name_, config, models, devices), chip, c.headroom,
+                     c.dump_to and os.path.join(c.dump_to, name.replace(":", "_")))
     if name_ == "train":
       record = add_training_time(record, config)
     result["programs"][name_] = record
@@ -240,6 +245,14 @@ def run(config, workdir: str) -> list[dict]:
   return results
 
 
+def duration(seconds: float) -> str:
+  """'12 s', '3.4 min', '5.6 h' or '7.8 days'."""
+  for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+    if seconds >= size:
+      return f"{seconds / size:.1f} {unit}"
+  return f"{seconds:.0f} s"
+
+
 def _gib(x) -> str:
   return "-" if x is None else f"{x / 2**30:.2f}"
 
@@ -260,7 +273,9 @@ def format_table(result: dict) -> str:
     fits = {True: "yes", False: "NO", None: "-"}[r.get("fits")]
     bound = f"{1e3 * r['roofline_s']:.2f}" if r.get("roofline_s") else "-"
     gflop = f"{r['flops'] / 1e9:.1f}" if "flops" in r else "-"
-    lines.append(f"  {name:>18}  {r['per_device_batch']:6g}  {_gib(b.get('argument')):>8}  "
+    batch = r["per_device_batch"]
+    batch = f"{batch:.0f}" if batch == int(batch) else f"{batch:.2f}"
+    lines.append(f"  {name:>18}  {batch:>6}  {_gib(b.get('argument')):>8}  "
                  f"{_gib(b.get('temp')):>8}  {_gib(b.get('code')):>8}  {_gib(b.get('total')):>9}"
                  f"  {headroom:>8}  {fits:>4}  {gflop:>10}  {bound:>8}  {r['compile_s']:9.1f}")
     if "out_of_memory" in r:
@@ -271,8 +286,9 @@ def format_table(result: dict) -> str:
   train = result["programs"].get("train", {})
   if train.get("days_at_bound"):
     lines.append(f"train: {train['flops_per_image'] / 1e9:.2f} GFLOP per image; "
-                 f"{train['num_steps']} steps take at least {train['days_at_bound']:.2f} days "
-                 "at the roofline bound (a bound, not a measured speed)")
+                 f"{train['num_steps']} steps take at least "
+                 f"{duration(86400 * train['days_at_bound'])} at the roofline bound (a bound, "
+                 "not a measured speed)")
   if "max_batch" in result:
     m = result["max_batch"]
     lines.append(f"largest train batch with {100 * result['headroom']:.0f}% headroom: "

@@ -266,6 +266,7 @@ def base_config() -> ml_collections.ConfigDict:
       headroom=0.1,  # HBM fraction a program must leave free to "fit"
       find_max_batch=False,  # also search the largest per-device train batch that fits
       require_fit=False,  # True: exit 2 if the train step does not fit (launch preflight)
+      dump_to="",  # a folder: XLA's dumps with pass timings (benchmarks/compile_passes.py)
   ))
 
   # The study program (cldis_jax.study, `--mode=study`): the config above is

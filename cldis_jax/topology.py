@@ -96,9 +96,11 @@ def devices(name: str) -> list:
   if not libtpu_installed():
     raise errors.UsageError(f"compiling for {name} needs libtpu: pip install -e \".[tpu]\" "
                             "(or pip install \"jax[tpu]\")")
-  # No TPU is used, so several processes (tests, parallel compiles) may load it.
-  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+  if not _accelerators_present():
+    # No TPU here to share: let several processes (tests, parallel compiles)
+    # load libtpu, and skip its query for TPU VM metadata.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory() as tmp, _stderr_to(os.path.join(tmp, "libtpu.log")):
     try:
@@ -116,18 +118,26 @@ def chip_of(device) -> Chip | None:
   return CHIPS.get(device.device_kind)
 
 
+def _accelerators_present() -> bool:
+  """Whether this machine has a TPU chip or a GPU (JAX's own PCI / device
+  file probe; True where that probe is unavailable)."""
+  try:
+    from jax._src import hardware_utils  # pylint: disable=g-import-not-at-top
+    return bool(hardware_utils.num_available_tpu_chips_and_device_id()[0]
+                or hardware_utils.has_visible_nvidia_gpu()
+                or hardware_utils.num_available_amd_gpus(stop_at=1) > 0)
+  except (ImportError, AttributeError):
+    return True
+
+
 def hide_absent_accelerators() -> None:
   """Before JAX starts, on a machine with no TPU and no GPU: run on the CPU
   only. With libtpu installed, JAX would otherwise load it at start-up,
-  look for TPU chips (a second or so) and print libtpu's warnings. Does
-  nothing where JAX_PLATFORMS is set or an accelerator is present."""
-  if os.environ.get("JAX_PLATFORMS") or not libtpu_installed():
+  look for TPU chips and print libtpu's warnings. Does nothing where
+  JAX_PLATFORMS is set or an accelerator is present."""
+  if os.environ.get("JAX_PLATFORMS") or not libtpu_installed() or _accelerators_present():
     return
-  from jax._src import hardware_utils  # pylint: disable=g-import-not-at-top
-  if (hardware_utils.num_available_tpu_chips_and_device_id()[0] == 0
-      and not hardware_utils.has_visible_nvidia_gpu()
-      and hardware_utils.num_available_amd_gpus(stop_at=1) <= 0):
-    try:
-      jax.config.update("jax_platforms", "cpu")
-    except RuntimeError:  # JAX already started
-      pass
+  try:
+    jax.config.update("jax_platforms", "cpu")
+  except RuntimeError:  # JAX already started
+    pass

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from cldis_jax import compile_check, config_lib, errors, topology
+from cldis_jax import compile_check, errors, topology
 from conftest import REPO, config_path, run_json_script, subprocess_env
 
 needs_libtpu = pytest.mark.skipif(not topology.libtpu_installed(),
@@ -102,7 +102,7 @@ def test_every_program_compiles_for_v5e_with_every_figure(v5e_2x2):
   assert record["programs"]["navigate"]["devices"] == 1
   # the printed table, and none of libtpu's start-up noise
   assert "v5e:2x2: 4 x TPU v5 lite on 1 host process(es)" in result.stdout
-  assert "train: " in result.stdout and "days at the roofline bound" in result.stdout
+  assert "train: " in result.stdout and "at the roofline bound" in result.stdout
   assert "TPU_WORKER_HOSTNAMES" not in result.stderr
 
 
@@ -127,22 +127,37 @@ def test_multi_host_topology_splits_the_batch_not_the_state(v5e_2x2, test_config
 
 
 @needs_libtpu
-@pytest.mark.slow
 def test_a_batch_far_too_large_does_not_fit_and_says_by_how_much(tmp_path):
+  """An out-of-memory compile is a result: exit 0, the excess in the table and JSON."""
   result = _main("--mode=compile", f"--workdir={tmp_path}", "--config.compile.topology=v5e:2x2",
-                 "--config.compile.programs=('train',)", f"--config.train.batch_size={2**25}")
+                 "--config.compile.programs=('encode',)",
+                 f"--config.evaluate.encode_batch={2**26}")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "does not fit: asks for" in result.stdout
   with open(compile_check.json_path(str(tmp_path), "v5e:2x2")) as f:
-    record = json.load(f)
-  train = record["programs"]["train"]
-  assert train["fits"] is False and train["out_of_memory"]["excess_bytes"] > 2**40
-  # the launch preflight refuses it in one line
-  config = config_lib.load_config(config_path("test.py"))
-  config.compile.require_fit = True
-  with pytest.raises(errors.UserError, match="the train step does not fit v5e:2x2: .* lower "
-                     "train.batch_size or pick a larger topology"):
-    compile_check.require_fit(config, [dict(record, path="")])
+    encode = json.load(f)["programs"]["encode"]
+  assert encode["fits"] is False and encode["out_of_memory"]["excess_bytes"] > 2**30
+
+
+@needs_libtpu
+@pytest.mark.slow
+def test_launch_preflight_refuses_a_train_step_that_does_not_fit(tmp_path):
+  """launch/run_tpu.sh with PREFLIGHT: one line saying what to change, exit 2,
+  and the run itself never starts."""
+  (tmp_path / "launch").mkdir()
+  script = tmp_path / "launch" / "run_tpu.sh"
+  script.write_text((REPO / "launch" / "run_tpu.sh").read_text())
+  (tmp_path / ".venv" / "bin").mkdir(parents=True)
+  os.symlink(sys.executable, tmp_path / ".venv" / "bin" / "python")
+  env = dict(subprocess_env(), PREFLIGHT="v5e:2x2")
+  result = subprocess.run(["bash", str(script), "--config", config_path("test.py"),
+                           f"--config.train.batch_size={2**25}", f"--workdir={tmp_path / 'w'}"],
+                          capture_output=True, text=True, env=env, check=False, timeout=900)
+  assert result.returncode == errors.EXIT_CODE, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: the train step does not fit v5e:2x2: it needs "), last
+  assert "lower train.batch_size or pick a larger topology" in last
+  assert not (tmp_path / "w").exists()
 
 
 _SAME_STEP = """

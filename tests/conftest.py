@@ -7,6 +7,7 @@ import pathlib
 import socket
 
 os.environ.setdefault("JAX_DEFAULT_PRNG_IMPL", "rbg")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # libtpu, installed for --mode=compile, unloaded
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_backend_optimization_level=0").strip()
 
