@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from cldis_jax.compile_check import duration
+from cldis_jax.compile_report import duration
 
 ORDER = ("quickstart", "shapes3d", "celeba64", "ffhq64", "ffhq128", "ffhq256")
 CHIPS = ("v5e", "v6e", "v4", "v5p")

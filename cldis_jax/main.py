@@ -168,10 +168,10 @@ def main(argv):
   elif FLAGS.mode == "compile":
     if not FLAGS.workdir:
       raise app.UsageError("--mode=compile needs --workdir (it writes <workdir>/compile/)")
-    from cldis_jax import compile_check  # pylint: disable=g-import-not-at-top
+    from cldis_jax import compile_check, compile_report  # pylint: disable=g-import-not-at-top
     results = compile_check.run(config, FLAGS.workdir)
-    print("\n\n".join(compile_check.format_table(r) for r in results))
-    compile_check.require_fit(config, results)
+    print("\n\n".join(compile_report.format_table(r) for r in results))
+    compile_report.require_fit(config, results)
 
 
 if __name__ == "__main__":

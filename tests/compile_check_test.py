@@ -7,9 +7,10 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
-from cldis_jax import compile_check, errors, topology
+from cldis_jax import compile_check, compile_report, errors, topology
 from conftest import REPO, config_path, run_json_script, subprocess_env
 
 needs_libtpu = pytest.mark.skipif(not topology.libtpu_installed(),
@@ -186,3 +187,20 @@ def test_the_tpu_program_is_the_training_step_with_its_shardings():
   assert 'sdy.mesh @mesh = <["data"=4]>' in mesh
   assert 'tensor<8x16x16x3xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"data"}, {}, {}, {}]>}' in main
   assert "tf.aliasing_output" in main  # the state is donated
+
+
+def test_max_batch_search_doubles_then_bisects(monkeypatch, test_config, tiny_models):
+  """The search finds the largest fitting per-device batch with few compiles."""
+  compiled = []
+
+  def fake_measure(program, chip, headroom):
+    per_device = program.batch // program.devices
+    compiled.append(per_device)
+    return dict(fits=per_device <= 37, compile_s=0.0)
+
+  monkeypatch.setattr(compile_check, "measure", fake_measure)
+  devices = [jax.devices()[0]]
+  result = compile_check.max_batch(test_config, tiny_models, devices, None, 0.1)
+  assert (result["per_device_batch"], result["global_batch"]) == (37, 37)
+  assert compiled == [1, 2, 4, 8, 16, 32, 64, 48, 40, 36, 38, 37]
+  assert not result["capped"]
