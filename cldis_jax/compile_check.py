@@ -197,10 +197,9 @@ def _versions() -> dict:
   return out
 
 
-def check_topology(config, models, name: str) -> dict:
-  """Every program of `compile.programs` compiled for topology `name`."""
+def check_topology(config, models, name: str, devices) -> dict:
+  """Every program of `compile.programs` compiled for topology `name`'s `devices`."""
   c = config.compile
-  devices = topology.devices(name)
   chip = topology.chip_of(devices[0])
   result = dict(topology=name, device_kind=devices[0].device_kind, devices=len(devices),
                 processes=len({d.process_index for d in devices}),
@@ -229,14 +228,12 @@ def run(config, workdir: str) -> list[dict]:
   if not 0 <= config.compile.headroom < 1:
     raise errors.ConfigError(f"compile.headroom = {config.compile.headroom}; valid: a "
                              "fraction in [0, 1)")
-  names = topology_names(config.compile.topology)
-  for name in names:  # a bad name fails before any compile
-    if name != "cpu":
-      topology.parse(name)
+  # every name checked, and every slice built, before the first compile
+  slices = {name: topology.devices(name) for name in topology_names(config.compile.topology)}
   models = models_lib.build_models(config.model)
   results = []
-  for name in names:
-    result = check_topology(config, models, name)
+  for name, devices in slices.items():
+    result = check_topology(config, models, name, devices)
     path = json_path(workdir, name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     writer_lib.write_atomic(path, json.dumps(result, indent=1))

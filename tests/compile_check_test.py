@@ -117,7 +117,8 @@ def test_multi_host_topology_splits_the_batch_not_the_state(v5e_2x2, test_config
   config.train.batch_size = 16
   config.compile.programs = ("train",)
   from cldis_jax import models  # pylint: disable=g-import-not-at-top
-  big = compile_check.check_topology(config, models.build_models(config.model), "v5e:4x4")
+  big = compile_check.check_topology(config, models.build_models(config.model), "v5e:4x4",
+                                     topology.devices("v5e:4x4"))
   assert (big["devices"], big["processes"]) == (16, 4)
   big = big["programs"]["train"]
   assert big["per_device_batch"] == 1 and small["per_device_batch"] == 4
