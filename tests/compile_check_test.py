@@ -205,3 +205,17 @@ def test_max_batch_search_doubles_then_bisects(monkeypatch, test_config, tiny_mo
   assert (result["per_device_batch"], result["global_batch"]) == (37, 37)
   assert compiled == [1, 2, 4, 8, 16, 32, 64, 48, 40, 36, 38, 37]
   assert not result["capped"]
+
+
+def test_cpu_slice_compiles_and_reports_without_a_chip(tmp_path, test_config):
+  """`cpu` compiles on this machine's devices: figures, no HBM verdict."""
+  config = test_config.copy_and_resolve_references()
+  config.compile.update(topology="cpu", programs=("encode", "decode"))
+  (result,) = compile_check.run(config, str(tmp_path))
+  with open(compile_check.json_path(str(tmp_path), "cpu")) as f:
+    assert json.load(f)["programs"].keys() == {"encode", "decode"}
+  assert result["chip"] is None
+  for record in result["programs"].values():
+    assert record["fits"] is None and record["flops"] > 0 and record["bytes"]["total"] > 0
+  table = compile_report.format_table(result)
+  assert "cpu: 1 x cpu on 1 host process(es)" in table and "decode" in table
