@@ -27,27 +27,27 @@ rows=(
   "configs/ffhq.py:64|ffhq64|v6e:4x4"           # 8
   "configs/ffhq.py:64|ffhq64|v4:2x2x4"          # 8
   "configs/ffhq.py:64|ffhq64|v5p:2x2x4"         # 8
+  "configs/ffhq.py:128|ffhq128|v6e:8x8"
+  "configs/ffhq.py:256|ffhq256|v6e:8x8"
+  "configs/ffhq.py:128|ffhq128|v4:4x4x4"
+  "configs/ffhq.py:256|ffhq256|v4:4x4x4"
+  "configs/ffhq.py:128|ffhq128|v5p:4x4x4"
+  "configs/ffhq.py:256|ffhq256|v5p:4x4x4"
   "configs/shapes3d.py|shapes3d|v6e:4x4"
   "configs/shapes3d.py|shapes3d|v4:2x2x4"
   "configs/shapes3d.py|shapes3d|v5p:2x2x4"
   "configs/celeba64.py|celeba64|v6e:4x4"
   "configs/celeba64.py|celeba64|v4:2x2x4"
   "configs/celeba64.py|celeba64|v5p:2x2x4"
-  "configs/ffhq.py:128|ffhq128|v6e:8x8"
-  "configs/ffhq.py:128|ffhq128|v4:4x4x4"
-  "configs/ffhq.py:128|ffhq128|v5p:4x4x4"
-  "configs/ffhq.py:256|ffhq256|v6e:8x8"
-  "configs/ffhq.py:256|ffhq256|v4:4x4x4"
-  "configs/ffhq.py:256|ffhq256|v5p:4x4x4"
 )
 
 i=0
 for row in "${rows[@]}"; do
-  i=$((i + 1))
-  [ $(( (i - 1) % lanes + 1 )) -eq "$lane" ] || continue
   IFS='|' read -r spec name topo <<< "$row"
   workdir="docs/results/scaling/$name"
   [ -f "$workdir/compile/${topo/:/_}.json" ] && continue
+  i=$((i + 1))   # lanes share the rows still to compile, in order
+  [ $(( (i - 1) % lanes + 1 )) -eq "$lane" ] || continue
   cmd=(python -m cldis_jax.main --config "$spec" --mode=compile --workdir "$workdir"
        --config.compile.topology="$topo" --config.compile.programs="('train',)")
   echo "+ ${cmd[*]}"
