@@ -27,10 +27,11 @@ steps.
 
 from typing import Sequence
 
+from absl import logging
 import jax.numpy as jnp
 import numpy as np
 
-from cldis_jax import codes, data, errors, grids, inference, navigation, trained
+from cldis_jax import checkpoint, codes, data, errors, grids, inference, navigation, trained
 from cldis_jax.data.folder import load_image
 from cldis_jax.models.heads import mu_directions, mu_std
 
@@ -182,7 +183,9 @@ class Trained(trained.Run):
     if self._z_cov is None:
       try:
         self._z_cov = np.asarray(self._navigation_state()[2].z_cov, np.float64)
-      except FileNotFoundError:
+      except (FileNotFoundError, checkpoint.CorruptCheckpointError) as e:
+        if isinstance(e, checkpoint.CorruptCheckpointError):  # optional here: measure it
+          logging.warning("%s; measuring z_sem's covariance on the data instead", e)
         _, self._z_cov = codes.zsem_moments(
             self.models, self.params, self.source,
             num_images=self.config.navigate.reference_images, seed=self.config.seed)

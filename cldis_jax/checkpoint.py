@@ -5,17 +5,24 @@ was trained with, under `<workdir>/checkpoints/<step>/` (training) or
 Saves are asynchronous and atomic (orbax writes `<step>.orbax-checkpoint-tmp`
 and renames it when complete), so a run killed mid-save leaves the previous
 checkpoint as the latest. `restore` checks the stored shapes against the
-config's before reading and names every mismatch. A checkpoint that cannot be
-read (a truncated or deleted file) is moved aside to `<subdir>.corrupt/` by
-`restore_latest_intact`, which then resumes from the newest one that reads.
+config's before reading and names every mismatch.
 
-Programs that only read a workdir (evaluate, edit, the API) open it with
-`read_only=True`: nothing is created, and a missing run is a clear error.
+Every read of a checkpoint goes through `Checkpoints._read`: whatever fails
+(a truncated, overwritten or deleted file, invalid JSON) is a
+`CorruptCheckpointError` naming the step and the file. The programs that
+write checkpoints (train, navigate) resume with `restore_latest_intact`,
+which moves an unreadable checkpoint aside to `<subdir>.corrupt/` and resumes
+from the newest one that reads; the programs that only read a workdir
+(evaluate, edit, the API) open it with `read_only=True` (nothing is created
+or moved) and stop on the error in one line, or skip the part that needed it.
 """
 
 import datetime
+import gc
 import os
+import re
 import shutil
+import sys
 
 from absl import logging
 import jax
@@ -36,6 +43,45 @@ def first_line(error: BaseException, limit: int = 240) -> str:
   lines = [l.strip() for l in str(error).splitlines() if l.strip()]
   text = f"{type(error).__name__}: {lines[0] if lines else ''}"
   return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _orbax_leftover(unraisable) -> bool:
+  """Whether an unraisable exception is the debris of a failed orbax read:
+  each array coroutine that failed, collected later, and TensorStore
+  callbacks that land on the read's closed event loop."""
+  code = getattr(unraisable.object, "cr_code", None)
+  return ((code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename)
+          or (isinstance(unraisable.exc_value, RuntimeError)
+              and str(unraisable.exc_value) == "Event loop is closed"))
+
+
+def _quiet_orbax_leftovers() -> None:
+  """From the first failed read on, that debris goes to the debug log rather
+  than stderr (dozens of tracebacks, some after the error is reported); the
+  error raised says what failed. Any other unraisable exception still prints."""
+  previous = sys.unraisablehook
+  if getattr(previous, "quiet_orbax", False):
+    return
+
+  def hook(unraisable):
+    if _orbax_leftover(unraisable):
+      logging.debug("after a failed checkpoint read: %r", unraisable.exc_value)
+    else:
+      previous(unraisable)
+  hook.quiet_orbax = True
+  sys.unraisablehook = hook
+
+
+def _culprit(error: BaseException, step_dir: str, item: str) -> str:
+  """The file of `step_dir` that `error` (or an error it was raised from)
+  names, relative to it; else `item`, the part being read."""
+  pattern = re.compile(re.escape(step_dir) + r"/([^\s'\",:;()\[\]]+)")
+  while error is not None:
+    found = pattern.search(str(error))
+    if found:
+      return found.group(1).rstrip("/")
+    error = error.__cause__ or error.__context__
+  return item
 
 
 def _key_name(path) -> str:
@@ -72,38 +118,66 @@ class Checkpoints:
 
   def restore(self, abstract_state, step: int | None = None):
     """The state at `step` (default: the latest), shaped and sharded like
-    `abstract_state`; CheckpointMismatchError names every differing array."""
+    `abstract_state`; CheckpointMismatchError names every differing array,
+    CorruptCheckpointError the file that cannot be read."""
+    step = self._step(step)
+    stored = self._read(step, "state", lambda: self.manager.item_metadata(step)["state"])
+    self._check_shapes(stored, abstract_state, step)
+    return self._read(step, "state", lambda: self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state)))["state"])
+
+  def restore_config(self, step: int | None = None):
+    """The stored config over `base_config()`'s defaults, so that sections
+    added since the checkpoint was written (e.g. `edit`) have their defaults."""
+    step = self._step(step)
+    stored = self._read(step, "config", lambda: self.manager.restore(
+        step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"])
+    config = config_lib.base_config()
+    try:
+      config.update(config_lib.from_dict(stored))
+    except Exception as e:  # pylint: disable=broad-except  (valid JSON, not a config)
+      raise self._corrupt(step, "config", e) from e
+    return config
+
+  def _step(self, step: int | None) -> int:
     step = self.latest_step() if step is None else step
     if step is None or self.manager is None:
       raise errors.NoCheckpointError(f"no checkpoint in {self.directory}")
+    return step
+
+  def _read(self, step: int, item: str, read):
+    """`read()`, the one place the project reads a checkpoint's files: any
+    failure (orbax's errors, invalid JSON or UTF-8, a truncated or missing
+    file, a tree that is not the one saved) becomes CorruptCheckpointError
+    naming the step and the file."""
     try:
-      stored = self.manager.item_metadata(step)["state"]
-    except MemoryError:
+      return read()
+    except (MemoryError, CheckpointMismatchError):
       raise
     except Exception as e:  # pylint: disable=broad-except
-      raise CorruptCheckpointError(f"checkpoint {self.directory}/{step} cannot be read "
-                                   f"({first_line(e)})") from e
-    self._check_shapes(stored, abstract_state, step)
-    try:
-      return self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state)))["state"]
-    except MemoryError:
-      raise
-    except Exception as e:  # pylint: disable=broad-except
-      raise CorruptCheckpointError(f"checkpoint {self.directory}/{step} cannot be read "
-                                   f"({first_line(e)})") from e
+      _quiet_orbax_leftovers()
+      gc.collect()  # the failed coroutines, quietly, now
+      raise self._corrupt(step, item, e) from e
+
+  def _corrupt(self, step: int, item: str, error: Exception) -> CorruptCheckpointError:
+    step_dir = os.path.join(self.directory, str(step))
+    reason = first_line(error).split(" See full TensorStore details")[0]
+    return CorruptCheckpointError(f"checkpoint {step_dir} cannot be read "
+                                  f"({_culprit(error, step_dir, item)}: {reason})")
 
   def restore_latest_intact(self, abstract_state):
-    """(step, state) of the newest checkpoint that restores, moving each newer
-    one that cannot be read aside to `<directory>.corrupt/` (never deleting
-    it); (None, None) if there is none. If none of them restores, nothing is
-    moved and the latest one's error is raised (a problem that every
-    checkpoint shares is not corruption)."""
+    """(step, state) of the newest checkpoint whose state and config both
+    read, for the programs that write checkpoints (train, navigate): each
+    newer one that cannot be read is moved aside to `<directory>.corrupt/`
+    (never deleted). (None, None) if there is none. If none of them reads,
+    nothing is moved and the latest one's error is raised (a problem that
+    every checkpoint shares is not corruption)."""
     steps = self.all_steps()
     unreadable = []
     for step in reversed(steps):
       try:
         state = self.restore(abstract_state, step)
+        self.restore_config(step)  # readers need it: a checkpoint without it is damaged
       except CorruptCheckpointError as e:
         unreadable.append(e)
         continue
@@ -129,20 +203,13 @@ class Checkpoints:
     self.manager.reload()
     return target
 
-  def restore_config(self, step: int | None = None):
-    """The stored config over `base_config()`'s defaults, so that sections
-    added since the checkpoint was written (e.g. `edit`) have their defaults."""
-    step = self.latest_step() if step is None else step
-    stored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    config = config_lib.base_config()
-    config.update(config_lib.from_dict(stored["config"]))
-    return config
-
   def _check_shapes(self, stored, abstract_state, step):
     want = {_key_name(p): tuple(x.shape) for p, x in
             jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
     have = {_key_name(p): tuple(x.shape) for p, x in
             jax.tree_util.tree_flatten_with_path(stored)[0] if hasattr(x, "shape")}
+    if not have:  # orbax reads a missing state/_METADATA as an empty tree
+      raise self._corrupt(step, "state/_METADATA", ValueError("no arrays in the metadata"))
     problems = [f"{k}: checkpoint {have.get(k, 'missing')}, config {want.get(k, 'missing')}"
                 for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
     if problems:

@@ -24,7 +24,7 @@ import os
 from absl import logging
 import numpy as np
 
-from cldis_jax import api, config_lib, data, errors, grids, trained
+from cldis_jax import api, config_lib, data, errors, grids, trained, writer as writer_lib
 
 
 def strengths_of(edit_config) -> np.ndarray:
@@ -76,7 +76,6 @@ def run(config, workdir: str) -> dict:
                  strengths=strengths.tolist(), sigma=[float(sigma[k]) for k in which],
                  images=names, invert_steps=e.invert_steps, decode_steps=e.decode_steps,
                  files=files)
-  with open(os.path.join(out_dir, "edit.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  writer_lib.write_atomic(os.path.join(out_dir, "edit.json"), json.dumps(summary, indent=2))
   logging.info("wrote %d grids to %s", len(files), out_dir)
   return summary

@@ -8,6 +8,7 @@ classes derive from `UserError` and from the builtin a caller would expect
 library callers can catch either.
 """
 
+import signal
 import sys
 
 EXIT_CODE = 2
@@ -54,6 +55,23 @@ def fail(message: str) -> None:
   sys.exit(EXIT_CODE)
 
 
+class Terminated(KeyboardInterrupt):
+  """SIGTERM, where no loop saves and stops on it (evaluation, editing)."""
+
+
+def _raise_terminated(signum, frame):
+  del signum, frame
+  raise Terminated()
+
+
+def stop_on_sigterm() -> None:
+  """SIGTERM raises `Terminated` (like Ctrl-C's KeyboardInterrupt), so that a
+  program stops between two steps and `reported` says so in one line; the
+  training and navigation loops install their own handler while they run.
+  One process only: `jax.distributed` has its own preemption handling."""
+  signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def reported(program):
   """`program(argv)` with user errors as one line and a second Ctrl-C as a
   short notice: for `app.run` (the entry points of `main` and `convert`)."""
@@ -62,7 +80,9 @@ def reported(program):
       return program(argv)
     except UserError as e:
       fail(one_line(e))
-    except KeyboardInterrupt:
-      print("stopped by Ctrl-C", file=sys.stderr)
+    except KeyboardInterrupt as e:
+      name = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
+      print(f"stopped by {name}: nothing half-written; run it again to complete",
+            file=sys.stderr)
       sys.exit(INTERRUPTED_CODE)
   return run

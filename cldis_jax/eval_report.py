@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 
+from cldis_jax import writer as writer_lib
+
 
 def jsonable(tree):
   """numpy values inside dicts and lists -> plain Python, for JSON."""
@@ -61,7 +63,5 @@ def format_table(summary) -> str:
 
 def write(out_dir: str, summary: dict) -> None:
   """`metrics.json` (every number) and `metrics.txt` (the table) in `out_dir`."""
-  with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  with open(os.path.join(out_dir, "metrics.txt"), "w") as f:
-    f.write(format_table(summary) + "\n")
+  writer_lib.write_atomic(os.path.join(out_dir, "metrics.txt"), format_table(summary) + "\n")
+  writer_lib.write_atomic(os.path.join(out_dir, "metrics.json"), json.dumps(summary, indent=2))

@@ -29,8 +29,8 @@ import time
 from absl import logging
 import numpy as np
 
-from cldis_jax import (codes as codes_lib, data, diffusion, errors, eval_report, grids,
-                       inference, navigation, trained)
+from cldis_jax import (checkpoint, codes as codes_lib, data, diffusion, errors, eval_report,
+                       grids, inference, navigation, trained)
 from cldis_jax.metrics import (beta_vae, ctd, dci, factor_probe, factor_vae, mig, modularity,
                                protocol, sap, tad)
 from cldis_jax.models.heads import mu_directions
@@ -174,11 +174,12 @@ class _Clock:
 
 
 def evaluate_params(config, models, params, source, out_dir: str, step: int,
-                    writer=None, directions=None) -> dict:
+                    writer=None, directions=None, unavailable=None) -> dict:
   """Evaluates EMA `params` on `source`; writes metrics.json, metrics.txt and
   traversal PNGs into `out_dir`; returns the results. `directions` maps a
   name to (z_sem directions (K, z_dim), std along each (K,)), scored with the
-  traversal metrics only (the learned navigation directions)."""
+  traversal metrics only (the learned navigation directions); `unavailable`
+  maps a name to why it could not be evaluated (listed under `skipped`)."""
   e = config.evaluate
   _check_request(e)
   os.makedirs(out_dir, exist_ok=True)
@@ -189,7 +190,7 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
   if e.encode_all:
     table.encode_all()
   ground_truth = protocol.GroundTruth.of(source) if source.factor_space else None
-  skipped = _skipped(e.metrics, source, ground_truth)
+  skipped = {**_skipped(e.metrics, source, ground_truth), **(unavailable or {})}
   timed = _Clock(table)
   wanted = [m for m in TRAVERSAL if m in e.metrics and m not in skipped]
   probe = (timed("probe", lambda: _train_probe(config, source))
@@ -239,12 +240,15 @@ def run(config, workdir: str) -> dict:
   trained.one_process("evaluate")
   model = trained.load(workdir, config)
   out_dir = os.path.join(workdir, "eval", str(model.step))
-  directions = {}
+  directions, unavailable = {}, {}
   try:
     directions["navigation"] = navigation.directions_of(*navigation.restore(workdir))
   except errors.NoCheckpointError:
     pass  # not navigated: the traversal metrics cover the codes' axes only
+  except checkpoint.CorruptCheckpointError as e:  # optional here: evaluate the rest
+    logging.warning("navigation directions skipped: %s", e)
+    unavailable["navigation"] = str(e)
   summary = evaluate_params(config, model.models, model.params, model.source, out_dir,
-                            model.step, directions=directions)
+                            model.step, directions=directions, unavailable=unavailable)
   logging.info("wrote %s/metrics.json", out_dir)
   return summary

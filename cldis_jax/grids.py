@@ -9,6 +9,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from cldis_jax import writer as writer_lib
+
 
 MARK = (220, 30, 30)
 MIN_CELL_PX = 64  # saved grids enlarge their cells to at least this size
@@ -48,7 +50,8 @@ def save_png(path: str, image: np.ndarray, scale: int = 1) -> str:
   pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
   if scale > 1:
     pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
-  pil.save(path)
+  with writer_lib.replacing(path) as tmp:  # never half a PNG
+    pil.save(tmp, format="PNG")
   return path
 
 

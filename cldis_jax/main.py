@@ -123,6 +123,7 @@ def main(argv):
   if FLAGS.distributed:
     jax.distributed.initialize()
   else:
+    errors.stop_on_sigterm()
     topology.hide_absent_accelerators()
     one_device_mode = FLAGS.mode in ("navigate", "edit")
     split = parallel.split_cpu(FLAGS.cpu_devices or int(one_device_mode),

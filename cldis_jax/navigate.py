@@ -62,22 +62,22 @@ def _navigate(model: trained.Run, workdir: str) -> dict:
                  norm_max_error=float(np.abs(np.linalg.norm(a, axis=1) - 1).max()),
                  grid=grid_path, checkpoint=os.path.join(ckpt.directory, str(done)))
   if status == "completed":
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-      json.dump(metrics, f, indent=2)
+    writer_lib.write_atomic(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=2))
   return metrics
 
 
 def _start(model: trained.Run, nav, ckpt) -> navigation.NavState:
-  """The latest navigation checkpoint, else a fresh state on z_sem's moments."""
+  """The newest intact navigation checkpoint (setting damaged newer ones
+  aside, as training does), else a fresh state on z_sem's moments."""
   config = model.config
-  if ckpt.latest_step() is None:
+  step, state = ckpt.restore_latest_intact(navigation.abstract_state(config, nav))
+  if step is None:
     z_mean, z_cov = codes.zsem_moments(model.models, model.params, model.source,
                                        num_images=config.navigate.reference_images,
                                        seed=config.seed)
     return navigation.init_state(config, nav, jax.random.key(config.seed), z_mean, z_cov,
                                  model.step)
-  state = ckpt.restore(navigation.abstract_state(config, nav))
-  logging.info("resumed navigation from %s/%d", ckpt.directory, ckpt.latest_step())
+  logging.info("resumed navigation from %s/%d", ckpt.directory, step)
   if int(state.model_step) != model.step:
     logging.warning("the navigation checkpoint was trained on model step %d; the latest "
                     "training checkpoint is %d. Continuing on the latest.",

@@ -111,7 +111,8 @@ def plot_training(config, records, path: str) -> str:
       ax.set_yscale("log")
   axes.flat[0].legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=80)
+  with writer_lib.replacing(path) as tmp:
+    fig.savefig(tmp, dpi=80, format="png")
   plt.close(fig)
   return path
 
@@ -139,7 +140,8 @@ def plot_metrics(config, summary, path: str,
     ax.grid(axis="x", alpha=0.3)
   axes[0][0].set_yticks(y, [f"{v} · {r}" for v, r in rows], fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=80)
+  with writer_lib.replacing(path) as tmp:
+    fig.savefig(tmp, dpi=80, format="png")
   plt.close(fig)
   return path
 

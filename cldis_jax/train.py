@@ -223,18 +223,20 @@ def _final_metrics(config, state, run: dict, start: int, ckpt, evaluation: dict)
 
 
 def _check_resume_config(config, workdir: str, allow: bool) -> None:
-  """Stops (unless `allow`) if the latest checkpoint was trained with values
-  that change what is trained; reads only, before anything is written."""
+  """Stops (unless `allow`) if the newest checkpoint whose config reads was
+  trained with values that change what is trained; reads only, before
+  anything is written (a damaged checkpoint is reported and set aside when
+  the state is restored)."""
   ckpt = checkpoint.Checkpoints(workdir, async_save=False, read_only=True)
   try:
-    step = ckpt.latest_step()
-    if step is None:
+    for step in reversed(ckpt.all_steps()):
+      try:
+        stored = ckpt.restore_config(step)
+        break
+      except checkpoint.CorruptCheckpointError:
+        continue
+    else:
       return
-    stored = ckpt.restore_config(step)
-  except Exception as e:  # pylint: disable=broad-except
-    logging.warning("the config of %s/%s cannot be read (%s); not compared",
-                    ckpt.directory, step, checkpoint.first_line(e))
-    return
   finally:
     ckpt.close()
   changes = config_lib.training_changes(stored, config)

@@ -9,6 +9,7 @@ the same event files without TensorFlow. These classes keep clu's
 write_hparams / flush / close), so code written against clu reads the same.
 """
 
+import contextlib
 import glob
 import io
 import os
@@ -134,10 +135,22 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
   return {tag: sorted(points.items()) for tag, points in latest.items()}
 
 
-def write_atomic(path: str, text: str) -> None:
-  """Writes `path` through a temporary file, so readers (another shard of a
-  study, a rerun after a kill) never see half of it."""
+@contextlib.contextmanager
+def replacing(path: str):
+  """A temporary path next to `path`, moved onto `path` when the block
+  completes and removed if it raises: readers (another shard of a study, a
+  rerun after a kill or Ctrl-C) see the old file or the whole new one, never
+  half of it."""
   tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_atomic(path: str, text: str) -> None:
+  """Writes the text file `path` through `replacing`."""
+  with replacing(path) as tmp, open(tmp, "w") as f:
     f.write(text)
-  os.replace(tmp, path)

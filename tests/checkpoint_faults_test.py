@@ -1,0 +1,270 @@
+"""The fault matrix: every kind of checkpoint x every file of its newest
+checkpoint x truncated / overwritten / deleted x every program that reads or
+writes it. The outcome is always one of three: the program falls back to the
+newest intact checkpoint (setting the damaged one aside) and finishes; it
+stops with a one-line error; or it warns in one line, skips what needed the
+checkpoint and finishes the rest. Never a traceback, and a program that only
+reads moves and deletes nothing.
+
+Two layers keep this fast. Every (kind, file, damage) is read through the
+checkpoint API, which must give the intact values or `CorruptCheckpointError`
+(cheap: no program runs). Each program then meets every kind through a
+representative damage in the fast tier, and through the other files in the
+slow tier: the first layer shows that every damage reaches the programs as
+that same error.
+
+A new kind of checkpoint is one line in KINDS (and its programs' expected
+outcomes in EXPECTED).
+"""
+
+import glob
+import json
+import logging
+import os
+import re
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from cldis_jax import (api, checkpoint, config_lib, edit, errors, evaluate, models as models_lib,
+                       navigate, navigation, parallel, study, train, train_step)
+from conftest import config_path
+
+# kind -> (its checkpoints under the workdir, its newest step in the fixture)
+KINDS = {
+    "training": ("checkpoints", 4),
+    "navigation": ("navigation/checkpoints", 6),
+}
+
+# file -> where it is in a checkpoint's step directory
+FILES = {
+    "arrays": lambda d: max(glob.glob(f"{d}/state/ocdbt.process_0/d/*"), key=os.path.getsize),
+    "array index": lambda d: f"{d}/state/manifest.ocdbt",
+    "state metadata": lambda d: f"{d}/state/_METADATA",
+    "sharding": lambda d: f"{d}/state/_sharding",
+    "stored config": lambda d: f"{d}/config/metadata",
+}
+
+DAMAGES = ("truncate", "random bytes", "delete")
+
+
+def damage(path: str, how: str) -> None:
+  if how == "truncate":
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
+  elif how == "random bytes":
+    size = max(os.path.getsize(path), 64)
+    with open(path, "wb") as f:
+      f.write(np.random.default_rng(0).bytes(size))
+  else:
+    os.remove(path)
+
+
+def _config():
+  config = config_lib.load_config(config_path("test.py"))
+  config.train.update(num_steps=4, checkpoint_every=2, log_every=2)
+  config.samples.every = 0
+  config.evaluate.metrics = ("mig",)  # the cheapest; the checkpoint reads are what is tested
+  return config
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """configs/test.py trained 4 steps (checkpoints 2, 4), navigated 6 (3, 6)."""
+  path = str(tmp_path_factory.mktemp("faults") / "run")
+  train.train_and_evaluate(_config(), path)
+  navigate.run(_config(), path)
+  return path
+
+
+def _damaged_copy(workdir, tmp_path, kind, file, how) -> tuple[str, str]:
+  """(a copy of the workdir with that file of the kind's newest checkpoint
+  damaged, the newest checkpoint's directory in the copy)."""
+  copy = str(tmp_path / "run")
+  shutil.copytree(workdir, copy)
+  subdir, step = KINDS[kind]
+  newest = os.path.join(copy, subdir, str(step))
+  damage(FILES[file](newest), how)
+  return copy, newest
+
+
+def _checkpoint_files(workdir) -> set[str]:
+  """Every file of every kind's checkpoints (what a reader must leave alone)."""
+  return {os.path.relpath(os.path.join(root, n), workdir)
+          for subdir, _ in KINDS.values()
+          for root, _, names in os.walk(os.path.join(workdir, subdir)) for n in names}
+
+
+# --- 1. every damage is the one error, or harmless ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def intact(workdir):
+  """kind -> (abstract state, the newest checkpoint's state) of the fixture."""
+  out = {}
+  for kind, (subdir, step) in KINDS.items():
+    ckpt = checkpoint.Checkpoints(workdir, async_save=False, read_only=True, subdir=subdir)
+    config = ckpt.restore_config(step)
+    abstract = (train_step.abstract_state(config, models_lib.build_models(config.model),
+                                          parallel.data_mesh()) if kind == "training"
+                else navigation.abstract_state(config, navigation.build(config)))
+    out[kind] = abstract, ckpt.restore(abstract, step)
+    ckpt.close()
+  return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("file", FILES)
+@pytest.mark.parametrize("how", DAMAGES)
+def test_every_damaged_file_reads_intact_or_raises_the_one_error(workdir, intact, tmp_path, kind,
+                                                                  file, how, capfd):
+  """Read as evaluate and edit read (the programs below show what each does
+  with the error; train and navigate's fallback is among them)."""
+  subdir, step = KINDS[kind]
+  abstract, expected = intact[kind]
+  copy, newest = _damaged_copy(workdir, tmp_path, kind, file, how)
+  ckpt = checkpoint.Checkpoints(copy, async_save=False, read_only=True, subdir=subdir)
+  for read in (lambda: ckpt.restore_config(step), lambda: ckpt.restore(abstract, step)):
+    try:
+      value = read()
+    except checkpoint.CorruptCheckpointError as e:
+      assert isinstance(e, errors.UserError) and "\n" not in str(e)
+      assert str(e).startswith(f"checkpoint {newest} cannot be read (")
+    else:  # a file this read does not need (the config for the state, a deleted _sharding)
+      if not isinstance(value, config_lib.ml_collections.ConfigDict):
+        jax.tree.map(np.testing.assert_array_equal, value, expected)
+  ckpt.close()
+  assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_damaged_file_is_named(workdir, tmp_path):
+  copy, newest = _damaged_copy(workdir, tmp_path, "navigation", "stored config", "delete")
+  with pytest.raises(checkpoint.CorruptCheckpointError,
+                     match=re.escape(f"{newest} cannot be read (config/metadata: ")):
+    navigation.restore(copy)
+
+
+# --- 2. each program: falls back, stops, or warns --------------------------------------------
+
+
+def _train(copy):
+  return train.train_and_evaluate(_config(), copy)
+
+
+def _navigate(copy):
+  return navigate.run(_config(), copy)
+
+
+def _evaluate(copy):
+  return evaluate.run(_config(), copy)
+
+
+def _edit(directions):
+  def run(copy):
+    config = _config()
+    config.edit.directions = directions
+    return edit.run(config, copy)
+  return run
+
+
+def _api(copy):
+  return api.load(copy).directions("navigation")
+
+
+def _study(copy):
+  return study.train_and_score(_config(), copy)
+
+
+PROGRAMS = {"train": _train, "navigate": _navigate, "evaluate": _evaluate,
+            "edit": _edit("navigation"), "edit mu_s": _edit("mu_s"), "api": _api,
+            "study scoring": _study}
+
+# (kind, program) -> what it does with a damaged newest checkpoint of that kind
+EXPECTED = {
+    ("training", "train"): "falls back",
+    ("training", "study scoring"): "falls back",
+    ("training", "navigate"): "stops",  # reads the trained model; writes navigation's
+    ("training", "evaluate"): "stops",
+    ("training", "edit"): "stops",
+    ("training", "api"): "stops",
+    ("navigation", "navigate"): "falls back",
+    ("navigation", "evaluate"): "warns",  # the learned directions are optional to it
+    ("navigation", "study scoring"): "warns",
+    ("navigation", "edit"): "stops",  # it was asked to edit along them
+    ("navigation", "edit mu_s"): "warns",  # z_sem's covariance, measured instead
+    ("navigation", "api"): "stops",
+}
+
+# The programs started with a config (as the command line always does): they
+# read a training checkpoint's state, not the config stored with it.
+GIVEN_A_CONFIG = ("navigate", "evaluate", "edit", "edit mu_s")
+
+# Each (kind, program) meets two of the three parts of a checkpoint (its
+# arrays, its metadata, its stored config), rotating so that every part meets
+# every program kind: one in the fast tier, the other in the slow tier.
+_PARTS = (("arrays", "array index"), ("state metadata", "sharding"),
+          ("stored config", "stored config"))
+
+
+def _cases():
+  for i, (kind, program) in enumerate(EXPECTED):
+    for j in range(2):
+      file = _PARTS[(i + j) % len(_PARTS)][i % 2]
+      how = "truncate" if file == "sharding" else DAMAGES[(i + j) % len(DAMAGES)]
+      yield pytest.param(kind, program, file, how, id=f"{kind}-{program}-{file}-{how}",
+                         marks=() if j == 0 else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("kind,program,file,how", list(_cases()))
+def test_a_program_falls_back_stops_or_warns(workdir, tmp_path, caplog, capfd, kind, program,
+                                             file, how):
+  copy, newest = _damaged_copy(workdir, tmp_path, kind, file, how)
+  subdir, step = KINDS[kind]
+  before = _checkpoint_files(copy)
+  outcome = EXPECTED[(kind, program)]
+  if (kind, file) == ("training", "stored config") and program in GIVEN_A_CONFIG:
+    outcome = "unaffected"  # it reads the state only
+  caplog.set_level(logging.WARNING)
+  if outcome == "stops":
+    with pytest.raises(checkpoint.CorruptCheckpointError) as raised:
+      PROGRAMS[program](copy)
+    assert isinstance(raised.value, errors.UserError) and "\n" not in str(raised.value)
+    assert str(raised.value).startswith(f"checkpoint {newest} cannot be read")
+  else:
+    PROGRAMS[program](copy)
+    said = [r.getMessage() for r in caplog.records if f"{newest} cannot be read" in r.getMessage()]
+    assert len(said) == (outcome != "unaffected") and "\n" not in "".join(said), said
+  if outcome == "falls back":
+    assert os.path.isdir(os.path.join(copy, subdir + ".corrupt", str(step)))
+    assert os.path.isdir(newest)  # redone
+  else:
+    assert _checkpoint_files(copy) == before  # nothing moved, deleted or added
+  if (kind, program) == ("navigation", "evaluate"):
+    metrics = json.load(open(os.path.join(copy, "eval", "4", "metrics.json")))
+    assert "cannot be read" in metrics["skipped"]["navigation"]
+  assert "Traceback" not in capfd.readouterr().err
+
+
+def test_every_program_is_in_the_matrix():
+  assert {p for _, p in EXPECTED} == set(PROGRAMS)
+  assert {k for k, _ in EXPECTED} == set(KINDS)
+
+
+# --- 3. one guarded path -------------------------------------------------------------------
+
+
+def test_no_checkpoint_is_read_outside_the_guarded_path():
+  """Every read of a checkpoint goes through checkpoint.Checkpoints."""
+  direct = re.compile(r"(manager|checkpointer|Checkpointer\(\))\s*\.\s*(restore|item_metadata|"
+                      r"metadata)\(|item_metadata\(|ocp\.args\.\w*Restore|PyTreeRestore")
+  package = os.path.join(os.path.dirname(os.path.dirname(__file__)), "cldis_jax")
+  offenders = []
+  for path in glob.glob(os.path.join(package, "**", "*.py"), recursive=True):
+    if os.path.basename(path) == "checkpoint.py":
+      continue
+    for n, line in enumerate(open(path), 1):
+      if direct.search(line):
+        offenders.append(f"{os.path.relpath(path, package)}:{n}: {line.strip()}")
+  assert not offenders, offenders
