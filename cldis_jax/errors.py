@@ -73,8 +73,9 @@ def stop_on_sigterm() -> None:
 
 
 def reported(program):
-  """`program(argv)` with user errors as one line and a second Ctrl-C as a
-  short notice: for `app.run` (the entry points of `main` and `convert`)."""
+  """`program(argv)` with user errors as one line (exit 2), and Ctrl-C or
+  SIGTERM (`stop_on_sigterm`) where nothing saves on them as a one-line
+  notice (exit 130): for `app.run` (the entry points of `main` and `convert`)."""
   def run(argv):
     try:
       return program(argv)
