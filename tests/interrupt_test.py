@@ -65,7 +65,7 @@ def test_a_read_only_program_stops_at_the_signal_and_a_rerun_completes(
   workdir = str(tmp_path / "run")
   shutil.copytree(trained_workdir, workdir)
   args = ["--config", config_path("test.py"), f"--workdir={workdir}", f"--mode={mode}",
-          "--config.evaluate.metrics=('mig','ctd')"]
+          "--config.evaluate.metrics=('mig','ctd')", "--config.edit.directions=mu_s"]
   proc, lines = _start(args, marker)
   if mode == "edit":
     time.sleep(3)  # into loading and compiling
