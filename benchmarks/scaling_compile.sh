@@ -10,8 +10,8 @@
 # Rows already compiled are skipped, so an interrupted run picks up where it
 # stopped, and a row another copy of this script is compiling (it holds the
 # row's lock under $TMPDIR) is skipped too. Each row is one `--mode=compile`
-# command, printed before it runs. Each takes 10-40 minutes and 5-10 GiB of
-# memory on a 2-core machine.
+# command, printed before it runs. Each takes 10-40 minutes and 5-12 GiB of
+# memory on a 2-core machine: two copies at once need about 24 GiB.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 locks=${TMPDIR:-/tmp}/cldis_scaling_locks
@@ -34,10 +34,10 @@ rows=(
   "configs/ffhq.py:128|ffhq128|v6e:8x8"
   "configs/ffhq.py:256|ffhq256|v6e:8x8"
   "configs/shapes3d.py|shapes3d|v4:2x2x4"
-  "configs/celeba64.py|celeba64|v4:2x2x4"
   "configs/shapes3d.py|shapes3d|v5p:2x2x4"
-  "configs/celeba64.py|celeba64|v5p:2x2x4"
   "configs/shapes3d.py|shapes3d|v6e:4x4"
+  "configs/celeba64.py|celeba64|v4:2x2x4"
+  "configs/celeba64.py|celeba64|v5p:2x2x4"
   "configs/celeba64.py|celeba64|v6e:4x4"
   "configs/ffhq.py:128|ffhq128|v4:4x4x4"
   "configs/ffhq.py:256|ffhq256|v4:4x4x4"

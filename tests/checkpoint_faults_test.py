@@ -38,13 +38,14 @@ KINDS = {
     "navigation": ("navigation/checkpoints", 6),
 }
 
-# file -> where it is in a checkpoint's step directory
+# file -> its paths in a checkpoint's step directory ("arrays": every data file,
+# since one of them can hold only data that a later write superseded)
 FILES = {
-    "arrays": lambda d: max(glob.glob(f"{d}/state/ocdbt.process_0/d/*"), key=os.path.getsize),
-    "array index": lambda d: f"{d}/state/manifest.ocdbt",
-    "state metadata": lambda d: f"{d}/state/_METADATA",
-    "sharding": lambda d: f"{d}/state/_sharding",
-    "stored config": lambda d: f"{d}/config/metadata",
+    "arrays": lambda d: glob.glob(f"{d}/state/ocdbt.process_0/d/*"),
+    "array index": lambda d: [f"{d}/state/manifest.ocdbt"],
+    "state metadata": lambda d: [f"{d}/state/_METADATA"],
+    "sharding": lambda d: [f"{d}/state/_sharding"],
+    "stored config": lambda d: [f"{d}/config/metadata"],
 }
 
 DAMAGES = ("truncate", "random bytes", "delete")
@@ -86,7 +87,10 @@ def _damaged_copy(workdir, tmp_path, kind, file, how) -> tuple[str, str]:
   shutil.copytree(workdir, copy)
   subdir, step = KINDS[kind]
   newest = os.path.join(copy, subdir, str(step))
-  damage(FILES[file](newest), how)
+  paths = FILES[file](newest)
+  assert paths and all(os.path.isfile(p) for p in paths), (file, paths)
+  for path in paths:
+    damage(path, how)
   return copy, newest
 
 
