@@ -23,6 +23,8 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -30,7 +32,10 @@ import pytest
 
 from cldis_jax import (api, checkpoint, config_lib, edit, errors, evaluate, models as models_lib,
                        navigate, navigation, parallel, study, train, train_step)
-from conftest import config_path
+from conftest import REPO, config_path, subprocess_env
+
+# One worker builds the trained and navigated workdir once for the whole module.
+pytestmark = pytest.mark.xdist_group("checkpoint_faults")
 
 # kind -> (its checkpoints under the workdir, its newest step in the fixture)
 KINDS = {
@@ -272,3 +277,23 @@ def test_no_checkpoint_is_read_outside_the_guarded_path():
       if direct.search(line):
         offenders.append(f"{os.path.relpath(path, package)}:{n}: {line.strip()}")
   assert not offenders, offenders
+
+
+@pytest.mark.slow
+def test_the_command_line_evaluates_past_overwritten_navigation_files(workdir, tmp_path):
+  """The report that started this: --mode=evaluate died with a traceback on a
+  navigation checkpoint whose files were overwritten."""
+  copy = str(tmp_path / "run")
+  shutil.copytree(workdir, copy)
+  newest = os.path.join(copy, "navigation", "checkpoints", "6")
+  for path in [*FILES["stored config"](newest), *FILES["sharding"](newest)]:
+    damage(path, "random bytes")
+  result = subprocess.run(
+      [sys.executable, "-m", "cldis_jax.main", "--config", config_path("test.py"),
+       f"--workdir={copy}", "--mode=evaluate", "--config.evaluate.metrics=('mig',)"],
+      cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+  warned = [l for l in result.stderr.splitlines() if f"{newest} cannot be read" in l]
+  assert len(warned) == 1 and "navigation directions skipped" in warned[0]
+  assert "navigation: skipped (checkpoint" in result.stdout
+  assert os.path.isdir(newest)  # a reader moves nothing
