@@ -21,9 +21,12 @@ from conftest import REPO, config_path, subprocess_env
 def _start(args, marker: str):
   """Starts `python -m cldis_jax.main args`; returns (the process, its stderr
   lines so far) once a stderr line contains `marker`."""
+  # A shell's background jobs ignore SIGINT, and a Python started so never
+  # handles Ctrl-C: give the child the default disposition a terminal gives.
   proc = subprocess.Popen([sys.executable, "-m", "cldis_jax.main", *args], cwd=REPO,
                           env=subprocess_env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   lines, seen = [], threading.Event()
 
   def read():
@@ -68,7 +71,7 @@ def test_a_read_only_program_stops_at_the_signal_and_a_rerun_completes(
           "--config.evaluate.metrics=('mig','ctd')", "--config.edit.directions=mu_s"]
   proc, lines = _start(args, marker)
   if mode == "edit":
-    time.sleep(3)  # into loading and compiling
+    time.sleep(1)  # into loading and compiling
   _stop(proc, lines, signum)
   assert not glob.glob(os.path.join(workdir, output)) and not _half_written(workdir)
   rerun = subprocess.run([sys.executable, "-m", "cldis_jax.main", *args], cwd=REPO,
