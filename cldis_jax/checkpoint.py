@@ -152,7 +152,7 @@ class Checkpoints:
     naming the step and the file."""
     try:
       return read()
-    except (MemoryError, CheckpointMismatchError):
+    except MemoryError:
       raise
     except Exception as e:  # pylint: disable=broad-except
       _quiet_orbax_leftovers()
