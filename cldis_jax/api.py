@@ -31,9 +31,9 @@ from absl import logging
 import jax.numpy as jnp
 import numpy as np
 
-from cldis_jax import checkpoint, codes, data, errors, grids, inference, navigation, trained
+from cldis_jax import (checkpoint, codes, data, errors, grids, inference, models as models_lib,
+                       navigation, trained)
 from cldis_jax.data.folder import load_image
-from cldis_jax.models.heads import mu_directions, mu_std
 
 KINDS = ("navigation", "mu_s")
 FLOAT_TOLERANCE = 1e-3  # float images may stray this far outside [-1, 1]
@@ -123,7 +123,7 @@ class Trained(trained.Run):
 
   def _codes(self, z_sem, n: int | None = None) -> jnp.ndarray:
     z = _finite("z_sem", _array("z_sem", z_sem, np.float32))
-    z_dim = self.config.model.diffae.z_dim
+    z_dim = self.models.code_dim
     if z.ndim == 1:
       z = z[None]
     if z.ndim != 2 or z.shape[1] != z_dim or not len(z) or (n is not None and len(z) != n):
@@ -197,8 +197,8 @@ class Trained(trained.Run):
     if kind == "navigation":
       return navigation.directions_of(*self._navigation_state())
     if kind == "mu_s":
-      head = self.params["head"]
-      return np.asarray(mu_directions(head)), mu_std(head, self.z_cov())
+      return (np.asarray(models_lib.mu_directions(self.models, self.params)),
+              models_lib.mu_std(self.models, self.params, self.z_cov()))
     raise InputError(f"direction kind {kind!r} is not one of {KINDS}")
 
   # --- edits --------------------------------------------------------------------------

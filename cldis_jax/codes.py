@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cldis_jax import data, parallel
+from cldis_jax import data, models as models_lib, parallel
 
 REPRESENTATIONS = ("mu_s", "vae_mu", "z_sem_pca")
 
@@ -34,8 +34,8 @@ def encode_batch(models, params, x, branches=("diffae", "vae")):
   f32 = lambda a: a.astype(jnp.float32)
   out = {}
   if "diffae" in branches:
-    z_sem = models.diffae.apply({"params": params["diffae"]}, x, method="encode")
-    mu_s, _ = models.head.apply({"params": params["head"]}, z_sem)
+    z_sem = models_lib.semantic_code(models, params, x)
+    mu_s, _ = models_lib.distilled(models, params, z_sem)
     out.update(mu_s=f32(mu_s), z_sem=f32(z_sem))
   if "vae" in branches:
     mu, _ = models.vae.apply({"params": params["vae"]}, x, method="encode")

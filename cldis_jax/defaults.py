@@ -46,6 +46,16 @@ def base_config() -> ml_collections.ConfigDict:
           hidden_dim=256,
           likelihood="bernoulli",  # or "gaussian"
       ),
+      # Partially labelled factors (ZeroDIM; cldis_jax.models.labelled): the
+      # semantic code becomes [one code per factor named here | residual].
+      # Empty `factors`: the unsupervised Diff-AE code. The labels themselves
+      # and their loss weights are in config.supervision.
+      labels=dict(
+          factors=(),  # names: ground-truth factors of config.data, or labels-file columns
+          sizes=(),  # each factor's number of values
+          factor_dim=1,  # width of each factor's code (ZeroDIM: 1 on synthetic data)
+          residual_dim=0,  # the residual's width; 0: z_dim - len(factors) * factor_dim
+      ),
   ))
 
   # Gaussian diffusion (cldis_jax.diffusion).
@@ -131,6 +141,29 @@ def base_config() -> ml_collections.ConfigDict:
       ),
   ))
 
+  # Where the labels of model.labels.factors come from, and how they train
+  # (cldis_jax.supervision). Weights are ZeroDIM's (avivga/zerodim configs);
+  # its reconstruction term, a pixel MSE, is our eps loss (also a pixel mean).
+  config.supervision = ml_collections.ConfigDict(dict(
+      # Datasets with ground truth: this many images, drawn once from
+      # config.seed, carry the labels of every named factor.
+      num_labelled=1000,
+      # Image folders: a CSV file (a `file` column of paths relative to
+      # data.dir, one column per factor, empty = unknown) and each factor's
+      # values in code order (`values.<factor> = ("a", "b", ...)`).
+      file="",
+      values={},
+      # Images of the labelled batch each step, besides train.batch_size
+      # (ZeroDIM: as many; 0: train.batch_size // 8, to keep the step's cost).
+      batch_size=0,
+      w_supervised=10.0,  # the labelled batch's loss, relative to the full batch's
+      w_classify=1e-3,  # cross-entropy of each classifier on the known values
+      w_entropy=1e-3,  # entropy of the classifiers' softmax on every image
+      entropy_warmup_steps=20_000,  # no entropy term before this step
+      w_decay=1e-5,  # mean squared residual
+      residual_std=1.0,  # Gaussian noise added to the residual in training
+  ))
+
   config.train = ml_collections.ConfigDict(dict(
       batch_size=128,  # global batch
       num_steps=562_500,  # 72M samples / 128
@@ -212,7 +245,8 @@ def base_config() -> ml_collections.ConfigDict:
       every=0,  # training: evaluate every N steps and at the end (0: never)
       representations=("mu_s", "vae_mu", "z_sem_pca"),
       metrics=("factor_vae", "beta_vae", "mig", "dci", "sap", "modularity", "tad", "ctd",
-               "factor_response"),
+               "factor_response", "labels"),
+      labels_edit_images=64,  # "labels": images edited per labelled factor
       encode_batch=256,
       encode_all=False,  # True: encode every image first (DisDiff's route; same numbers)
       dci_workers=0,  # processes fitting DCI's per-factor trees (0: one per core; same numbers)

@@ -27,7 +27,10 @@ HEADLINE = (("factor_vae", "eval_accuracy", "FactorVAE"), ("beta_vae", "eval_acc
             ("sap", "SAP_score", "SAP"), ("modularity", "modularity_score", "modularity"),
             ("modularity", "explicitness_score_test", "explicitness"),
             ("ctd", "ctd", "CTD"), ("ctd", "active_fraction", "CTD active"),
-            ("factor_response", "concentration", "probe concentration"))
+            ("factor_response", "concentration", "probe concentration"),
+            ("classifier", "mean", "classifier accuracy"),
+            ("residual_probe", "labelled_excess", "residual leak"),
+            ("edit", "target", "edit target"), ("edit", "kept", "edit kept"))
 
 
 def headline(summary) -> dict[str, float]:

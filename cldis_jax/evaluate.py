@@ -30,14 +30,16 @@ from absl import logging
 import numpy as np
 
 from cldis_jax import (checkpoint, codes as codes_lib, data, diffusion, errors, eval_report,
-                       grids, inference, navigation, trained)
+                       grids, inference, labelled_eval, models as models_lib, navigation,
+                       trained)
 from cldis_jax.metrics import (beta_vae, ctd, dci, factor_probe, factor_vae, mig, modularity,
                                protocol, sap, tad)
-from cldis_jax.models.heads import mu_directions
 
 SUPERVISED = ("factor_vae", "beta_vae", "mig", "dci", "sap", "modularity")
 TRAVERSAL = ("ctd", "factor_response")  # computed on decoded traversals
-METRICS = SUPERVISED + ("tad",) + TRAVERSAL
+# "labels": ZeroDIM's protocol for runs with labelled factors (labelled_eval.py),
+# reported as its own column; nothing to compute for other runs.
+METRICS = SUPERVISED + ("tad",) + TRAVERSAL + ("labels",)
 
 
 def _supervised(name, ground_truth, representation, e):
@@ -105,7 +107,7 @@ def _traversal_frames(models, config, params, table, rep, x0):
   """[N, K, 2S+1, H, W, C] in [-1, 1] along each direction of `rep`."""
   if rep == "vae_mu":
     return inference.vae_traversals(models, params, x0, _strengths(config, table.scale(rep)))
-  directions = (mu_directions(params["head"]) if rep == "mu_s"
+  directions = (models_lib.mu_directions(models, params) if rep == "mu_s"
                 else np.asarray(table.pca_components, np.float32))
   return _direction_frames(models, config, params, x0, directions, table.scale(rep))
 
@@ -193,8 +195,11 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
   skipped = {**_skipped(e.metrics, source, ground_truth), **(unavailable or {})}
   timed = _Clock(table)
   wanted = [m for m in TRAVERSAL if m in e.metrics and m not in skipped]
+  labelled = "labels" in e.metrics and models.labels is not None
+  if labelled and ground_truth is None:  # labels from a file: nothing to score them on
+    skipped["labels"], labelled = f"{source.name} has no ground-truth factors", False
   probe = (timed("probe", lambda: _train_probe(config, source))
-           if "factor_response" in wanted else None)
+           if "factor_response" in wanted or labelled else None)
   x0 = data.images_at(source, table.reference[:e.ctd.num_sources])
 
   def traversals(name, frames_fn):
@@ -206,7 +211,7 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
   for rep in e.representations:
     results[rep] = {}
     for m in e.metrics:
-      if m not in skipped and m not in TRAVERSAL:
+      if m not in skipped and m not in TRAVERSAL + ("labels",):
         logging.info("evaluating %s on %s", m, rep)
         results[rep][m] = timed(f"{m} on {rep}", lambda: (
             _supervised(m, ground_truth, table.representation(rep), e) if m in SUPERVISED
@@ -214,6 +219,10 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
     if wanted:
       results[rep].update(traversals(rep, lambda: _traversal_frames(
           models, config, params, table, rep, x0)))
+  if labelled:
+    logging.info("evaluating the labelled factors (ZeroDIM's protocol)")
+    results["labels"] = timed("labels", lambda: labelled_eval.evaluate_labels(
+        config, models, params, source, probe))
   for name, (dirs, sigma) in (directions or {}).items():
     if wanted:
       results[name] = traversals(name, lambda: _direction_frames(

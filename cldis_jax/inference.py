@@ -24,7 +24,7 @@ def _eps_fn(models, params, z_sem):
 @functools.partial(jax.jit, static_argnums=0)
 def encode(models, params, x0):
   """Images (N, H, W, C) in [-1, 1] -> z_sem (N, z_dim)."""
-  return models.diffae.apply({"params": params["diffae"]}, x0, method="encode")
+  return models_lib.semantic_code(models, params, x0)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

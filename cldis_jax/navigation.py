@@ -58,7 +58,7 @@ def build(config) -> NavModels:
                               "navigate.reconstructor")
   k = num_directions(config)
   return NavModels(
-      Directions(k, config.model.diffae.z_dim, n.parameterization, n.init),
+      Directions(k, models_lib.build_models(config.model).code_dim, n.parameterization, n.init),
       Reconstructor(k, n.reconstructor.width, tuple(n.reconstructor.stage_sizes),
                     n.reconstructor.stem, n.reconstructor.inputs))
 
@@ -109,8 +109,7 @@ def make_loss(config, models, nav: NavModels):
 
   def loss_fn(nav_params, params, z_cov, basis, x0, rng):
     k_shift, k_noise = jax.random.split(rng)
-    z = jax.lax.stop_gradient(models.diffae.apply({"params": params["diffae"]}, x0,
-                                                method="encode"))
+    z = jax.lax.stop_gradient(models_lib.semantic_code(models, params, x0))
     a = nav.directions.apply({"params": nav_params["directions"]}, basis)
     sigma = jax.lax.stop_gradient(direction_sigma(a, z_cov, n.shift_scale))
     index, eps = sample_shifts(k_shift, x0.shape[0], k, n.shift_max, n.shift_min)
@@ -164,7 +163,7 @@ def init_state(config, nav: NavModels, rng, z_mean, z_cov, model_step) -> NavSta
 
 
 def abstract_state(config, nav: NavModels) -> NavState:
-  z = config.model.diffae.z_dim
+  z = nav.directions.z_dim
   return jax.eval_shape(lambda: init_state(config, nav, jax.random.key(0),
                                            np.zeros(z), np.zeros((z, z)), 0))
 

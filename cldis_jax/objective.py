@@ -126,14 +126,17 @@ def _zero():
   return jnp.zeros((), jnp.float32)
 
 
-def closed_loop_loss(params, models, process, objective_config, beta, x0, rng):
+def closed_loop_loss(params, models, process, objective_config, beta, x0, rng,
+                     supervised=None):
   """The total loss and `aux` with every term (batch means), for one batch.
 
   `beta` is the controller's current value (a constant here). Returns
   (loss, aux) with loss_diff, loss_vae, vae_nll, vae_kl, loss_dt, beta, loss
   (and diff_info when the controller uses it). With `branches` naming one
   branch only, the other one and both links are skipped (the baselines);
-  their terms are 0.
+  their terms are 0. With labelled factors (`models.labels`), `supervised`
+  holds the batch's labels, the labelled batch and the weights
+  (`labelled_terms`), and the head reads the residual.
   """
   obj = objective_config
   use_diffae, use_vae = "diffae" in obj.branches, "vae" in obj.branches
@@ -150,25 +153,31 @@ def closed_loop_loss(params, models, process, objective_config, beta, x0, rng):
     loss = loss + obj.w_vae * aux["loss_vae"]
 
   if use_diffae:
-    t, eps, x_t = diffusion_inputs(process, x0, k_diff)
-    z_sem = models.diffae.apply({"params": params["diffae"]}, x0, method="encode")
-    noise = None
-    if obj.sample_condition and models.head.condition_dim:
-      noise = jax.random.normal(k_code, (x0.shape[0], models.head.latent_dim))
-    cond = models_lib.condition(models, params, z_sem, noise)
-    denoise = lambda c: models.diffae.apply(
+    denoise = lambda x_t, t, c: models.diffae.apply(
         {"params": params["diffae"]}, x_t, t, c, train=True, method="denoise",
         rngs={"dropout": k_drop})
-    eps_pred = denoise(cond)
-    aux["loss_diff"] = jnp.mean(diffusion.eps_mse(eps_pred, eps))
-    loss = loss + aux["loss_diff"]
+    if models.labels is None:
+      t, eps, x_t = diffusion_inputs(process, x0, k_diff)
+      z_sem = models_lib.semantic_code(models, params, x0)
+      noise = None
+      if obj.sample_condition and models.head.condition_dim:
+        noise = jax.random.normal(k_code, (x0.shape[0], models.head.latent_dim))
+      cond = models_lib.condition(models, params, z_sem, noise)
+      eps_pred = denoise(x_t, t, cond)
+      aux["loss_diff"] = jnp.mean(diffusion.eps_mse(eps_pred, eps))
+      loss = loss + aux["loss_diff"]
+    else:
+      terms, (t, eps, x_t, cond, eps_pred, z_sem) = labelled_terms(
+          params, models, process, denoise, x0, supervised, k_diff, k_code)
+      aux.update(terms)
+      loss = loss + terms["loss_labelled"]
     if uses_diffusion_info(obj.controller):
-      shuffled = denoise(jax.lax.stop_gradient(jnp.roll(cond, 1, axis=0)))
+      shuffled = denoise(x_t, t, jax.lax.stop_gradient(jnp.roll(cond, 1, axis=0)))
       aux["diff_info"] = diffusion_information(process, eps, jax.lax.stop_gradient(eps_pred),
                                                jax.lax.stop_gradient(shuffled), t)
 
   if linked:
-    mu_s, logvar_s = models.head.apply({"params": params["head"]}, z_sem)
+    mu_s, logvar_s = models_lib.distilled(models, params, z_sem)
     aux["loss_dt"] = jnp.mean(distillation_loss(vae["mu"], vae["logvar"], mu_s, logvar_s,
                                                 mutual=obj.mutual, direction=obj.dt_direction))
     loss = loss + obj.w_dt * aux["loss_dt"]
@@ -180,3 +189,53 @@ def closed_loop_loss(params, models, process, objective_config, beta, x0, rng):
       loss = loss + obj.w_decorrelate * aux["loss_decorrelate"]
   aux["loss"] = loss
   return loss, aux
+
+
+def entropy(logits):
+  """Per-row entropy (nats) of softmax(logits)."""
+  logp = jax.nn.log_softmax(logits)
+  return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+def known_cross_entropy(logits, labels):
+  """Mean cross-entropy over the rows whose label is known (>= 0); 0 if none."""
+  known = labels >= 0
+  ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), jnp.maximum(labels, 0)[:, None],
+                            axis=-1)[:, 0]
+  return jnp.sum(jnp.where(known, ce, 0.0)) / jnp.maximum(jnp.sum(known), 1)
+
+
+def labelled_terms(params, models, process, denoise, x0, supervised, k_diff, k_noise):
+  """ZeroDIM's two losses on the Diff-AE (eps loss as the reconstruction):
+
+    full batch:     L_diff + w_decay * decay + [step >= warm-up] w_entropy * H
+    labelled batch: L_diff + w_decay * decay + w_classify * sum_f CE_f
+    total = full + w_supervised * labelled
+
+  Both batches go through the encoder and the UNet in one call. `supervised`:
+  labels (B, k), labelled_image (B_l, ...), labelled_labels (B_l, k), step,
+  and the config.supervision weights. Returns (terms, (t, eps, x_t, the
+  noisy code, eps_pred, the clean code) of the full batch)."""
+  s, b = supervised, x0.shape[0]
+  images = jnp.concatenate([x0, s["labelled_image"]])
+  labels = jnp.concatenate([s["labels"], s["labelled_labels"]])
+  t, eps, x_t = diffusion_inputs(process, images, k_diff)
+  parts = models_lib.semantic_parts(models, params, images, labels)
+  residual = parts["residual"]
+  noisy = residual + s["residual_std"] * jax.random.normal(k_noise, residual.shape)
+  cond = parts["code"].at[:, models_lib.residual_slice(models.labels)].set(noisy)
+  eps_pred = denoise(x_t, t, cond)
+  mse = diffusion.eps_mse(eps_pred, eps)
+  decay = jnp.mean(jnp.square(residual), axis=-1)
+  full, few = slice(0, b), slice(b, None)
+  ent = sum(jnp.mean(entropy(l[full])) for l in parts["logits"]) / len(parts["logits"])
+  ce = sum(known_cross_entropy(l[few], labels[few, f]) for f, l in enumerate(parts["logits"]))
+  warm = (s["step"] >= s["entropy_warmup_steps"]).astype(jnp.float32)
+  loss_full = jnp.mean(mse[full]) + s["w_decay"] * jnp.mean(decay[full]) + (
+      warm * s["w_entropy"] * ent)
+  loss_few = jnp.mean(mse[few]) + s["w_decay"] * jnp.mean(decay[few]) + s["w_classify"] * ce
+  terms = dict(loss_diff=jnp.mean(mse[full]), loss_diff_labelled=jnp.mean(mse[few]),
+               residual_decay=jnp.mean(decay[full]), entropy=ent, classify=ce,
+               loss_labelled=loss_full + s["w_supervised"] * loss_few)
+  return terms, (t[full], eps[full], x_t[full], cond[full], eps_pred[full],
+                 parts["code"][full])

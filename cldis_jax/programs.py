@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax.sharding import SingleDeviceSharding
 
 from cldis_jax import (codes, diffusion, errors, inference, models as models_lib, navigation,
-                       parallel, train_step)
+                       parallel, supervision, train_step)
 
 NAMES = ("train", "navigate", "encode", "invert", "decode", "traverse")
 
@@ -52,13 +52,26 @@ def _key(sharding):
   return jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding)
 
 
+def _train_batch(config, batch: int, sharding) -> dict:
+  """The train step's `batch` argument: images, and with labelled factors the
+  labels and the labelled batch."""
+  out = {"image": _images(config, batch, sharding)}
+  if supervision.enabled(config):
+    k = len(supervision.factors_of(config))
+    few = supervision.labelled_batch_size(config, len(sharding.device_set))
+    labels = lambda n: jax.ShapeDtypeStruct((n, k), jnp.int32, sharding=sharding)
+    out.update(labels=labels(batch), labelled_image=_images(config, few, sharding),
+               labelled_labels=labels(few))
+  return out
+
+
 def train(config, models, devices, batch_size: int | None = None) -> Program:
   """The closed-loop step of `train.py`, the state donated, over all `devices`."""
   mesh = parallel.data_mesh(devices)
   batch = batch_size or config.train.batch_size
   parallel.check_batch_divides(batch, mesh)
   args = dict(state=train_step.abstract_state(config, models, mesh),
-              images=_images(config, batch, parallel.batch_sharding(mesh)),
+              batch=_train_batch(config, batch, parallel.batch_sharding(mesh)),
               rng=_key(parallel.replicated(mesh)))
   step = train_step.make_train_step(config, models, mesh)
   return Program("train", lambda: step.lower(*args.values()), mesh.size, batch, args)
@@ -94,7 +107,7 @@ def _ddim(config, models, device, name: str, steps: int, fn) -> Program:
   process = diffusion.process(config.diffusion, steps)
   args = dict(params=_abstract(models_lib.abstract_params(models), one),
               images=_images(config, batch, one),
-              z_sem=jax.ShapeDtypeStruct((batch, config.model.diffae.z_dim), jnp.float32,
+              z_sem=jax.ShapeDtypeStruct((batch, models.code_dim), jnp.float32,
                                          sharding=one))
   if name == "decode":  # (z_sem, x_T)
     args = dict(params=args["params"], z_sem=args["z_sem"], x_T=args["images"])
@@ -120,8 +133,8 @@ def traverse(config, models, device) -> Program:
   n, k, f = c.num_sources, m.latent_dim, 2 * c.steps + 1
   sds = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=one)
   args = dict(params=_abstract(models_lib.abstract_params(models), one),
-              z_sem=sds(n, m.diffae.z_dim), x_T=_images(config, n, one),
-              directions=sds(k, m.diffae.z_dim), strengths=sds(k, f))
+              z_sem=sds(n, models.code_dim), x_T=_images(config, n, one),
+              directions=sds(k, models.code_dim), strengths=sds(k, f))
   process = diffusion.process(config.diffusion, config.diffusion.sample_steps)
   return Program("traverse", lambda: inference.decode_along.lower(models, process,
                                                                   *args.values()),

@@ -17,10 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cldis_jax import diffusion, grids
+from cldis_jax import diffusion, grids, models as models_lib
 from cldis_jax.inference import decode, diffae_traversals, encode, invert, vae_traversals
 from cldis_jax.models.beta_vae import decoded_image
-from cldis_jax.models.heads import mu_directions
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -28,10 +27,10 @@ def traverse_mu_s(models, process: diffusion.Diffusion, params, x0, values):
   """x0 (1, H, W, C), values (n,) -> (latent_dim, n, H, W, C) images in [-1, 1]:
   axis j of mu_s set to each value (a `diffae_traversals` from the source's own
   mu_s along the head's pseudo-inverse rows)."""
-  z_sem = models.diffae.apply({"params": params["diffae"]}, x0, method="encode")
-  mu_s, _ = models.head.apply({"params": params["head"]}, z_sem)
+  z_sem = models_lib.semantic_code(models, params, x0)
+  mu_s, _ = models_lib.distilled(models, params, z_sem)
   strengths = values[None, :] - mu_s[0][:, None]
-  return diffae_traversals(models, process, params, x0, mu_directions(params["head"]),
+  return diffae_traversals(models, process, params, x0, models_lib.mu_directions(models, params),
                            strengths)[0]
 
 

@@ -39,8 +39,8 @@ import jax
 import numpy as np
 
 from cldis_jax import (checkpoint, config_lib, data, errors, eval_report, evaluate, loop,
-                       models as models_lib, objective, parallel, samples, train_step,
-                       workdir_lock, writer as writer_lib)
+                       models as models_lib, objective, parallel, samples, supervision,
+                       train_step, workdir_lock, writer as writer_lib)
 
 
 def _check_finite(step: int, aux, last_saved) -> None:
@@ -64,6 +64,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   final metrics also written to `workdir/metrics.json`."""
   config_lib.check_config(config)
   objective.check_objective(config.objective)
+  supervision.check(config)
   mesh = parallel.data_mesh()
   parallel.check_batch_divides(config.train.batch_size, mesh)
   lead = jax.process_index() == 0
@@ -72,7 +73,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
     _check_resume_config(config, workdir, allow_config_change)  # before building anything
     models = models_lib.build_models(config.model)
     source = data.source_of(config)
-    pipeline = data.build_pipeline(config, source, mesh)
+    batches = _batches(config, source, mesh)
     # Made by a jitted call so that the keys are replicated over every process.
     rng_init, rng_train = jax.jit(lambda: jax.random.split(jax.random.key(config.seed)),
                                   out_shardings=parallel.replicated(mesh))()
@@ -93,8 +94,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
                         "outputs without the training terms", ckpt.directory, start)
       outputs = _Outputs(config, workdir, models, source, mesh, writer)
       step_fn = train_step.make_train_step(config, models, mesh)
-      state, run = _loop(config, state, pipeline.iterate(start, config.train.num_steps),
-                         step_fn, rng_train, ckpt, writer, stop, outputs, last_saved)
+      state, run = _loop(config, state, batches(start), step_fn, rng_train, ckpt, writer, stop, outputs, last_saved)
       done, completed = int(state.step), run["status"] == "completed"
       if completed and done == start:  # no step this run: the last step's outputs are due
         outputs.write(done, state, config.samples.every, config.evaluate.every)
@@ -106,6 +106,24 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
           ckpt.save(done, state, config)
       ckpt.wait()
       return metrics
+
+
+def _batches(config, source, mesh):
+  """start step -> an iterator of the train step's inputs from there to
+  train.num_steps (with labelled factors: the batch of all images and the
+  labelled batch of each step)."""
+  end = config.train.num_steps
+  if not supervision.enabled(config):
+    pipeline = data.build_pipeline(config, source, mesh)
+    return lambda start: (supervision.step_inputs(b, None)
+                          for b in pipeline.iterate(start, end))
+  table = supervision.label_table(config, source)
+  everything, few = supervision.build_pipelines(config, source, table, mesh)
+  logging.info("labelled factors %s: %d of %d images carry labels",
+               ", ".join(supervision.factors_of(config)),
+               int((table >= 0).any(axis=1).sum()), len(source))
+  return lambda start: map(supervision.step_inputs, everything.iterate(start, end),
+                           few.iterate(start, end))
 
 
 def _restore_or_init(config, models, mesh, rng_init, ckpt, writer):
@@ -159,7 +177,7 @@ def _loop(config, state, batches, step_fn, rng_train, ckpt, writer, stop, output
   window, pending, scalars, first_step_s = loop.Window(int(state.step)), None, {}, None
   status, t_start = "completed", time.perf_counter()
   for step, batch in zip(range(int(state.step), num_steps), batches):
-    state, aux = step_fn(state, batch["image"], rng_train)
+    state, aux = step_fn(state, batch, rng_train)
     if first_step_s is None:
       jax.block_until_ready(aux)
       first_step_s = time.perf_counter() - t_start

@@ -23,6 +23,7 @@ import optax
 from cldis_jax import beta_controller, diffusion, models as models_lib, objective, parallel
 
 BRANCHES = ("diffae", "vae", "head")
+LABELLED_BRANCHES = BRANCHES + ("labels",)  # with labelled factors (model.labels)
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -39,24 +40,28 @@ def learning_rate_schedule(optim):
   return optax.linear_schedule(0.0, optim.learning_rate, optim.warmup_steps)
 
 
-def clip_per_branch(max_norm: float) -> optax.GradientTransformation:
-  """Global-norm clipping of each branch (diffae, vae, head) on its own.
+def branches_of(config) -> tuple[str, ...]:
+  return LABELLED_BRANCHES if config.model.labels.factors else BRANCHES
+
+
+def clip_per_branch(max_norm: float, branches=BRANCHES) -> optax.GradientTransformation:
+  """Global-norm clipping of each branch (diffae, vae, head[, labels]) on its own.
 
   The beta-VAE's summed-over-pixels loss has gradients orders of magnitude
   larger than the eps loss's; one global norm over both would clip the
   Diff-AE's update to almost nothing.
   """
-  return optax.multi_transform({b: optax.clip_by_global_norm(max_norm) for b in BRANCHES},
-                               {b: b for b in BRANCHES})
+  return optax.multi_transform({b: optax.clip_by_global_norm(max_norm) for b in branches},
+                               {b: b for b in branches})
 
 
-def make_optimizer(optim) -> optax.GradientTransformation:
+def make_optimizer(optim, branches=BRANCHES) -> optax.GradientTransformation:
   """Per-branch clipping, then Adam(W) with a linear learning-rate warm-up."""
   adam = optax.adamw(learning_rate_schedule(optim), b1=optim.b1, b2=optim.b2, eps=optim.eps,
                      weight_decay=optim.weight_decay)
   if not optim.grad_clip_norm:
     return adam
-  return optax.chain(clip_per_branch(optim.grad_clip_norm), adam)
+  return optax.chain(clip_per_branch(optim.grad_clip_norm, branches), adam)
 
 
 def create_train_state(config, models, rng) -> TrainState:
@@ -64,7 +69,7 @@ def create_train_state(config, models, rng) -> TrainState:
   return TrainState(
       step=jnp.asarray(0, jnp.int32), params=params,
       ema_params=jax.tree.map(jnp.copy, params),
-      opt_state=make_optimizer(config.optim).init(params),
+      opt_state=make_optimizer(config.optim, branches_of(config)).init(params),
       controller=beta_controller.init_controller(config.objective.controller))
 
 
@@ -87,8 +92,22 @@ def _norm(tree):
   return optax.tree.norm(tree).astype(jnp.float32)
 
 
+def supervised_inputs(config, batch, step):
+  """The labels and weights `objective.labelled_terms` reads, or None."""
+  if "labels" not in batch:
+    return None
+  keys = ("w_supervised", "w_classify", "w_entropy", "w_decay", "residual_std",
+          "entropy_warmup_steps")
+  return dict({k: config.supervision[k] for k in keys}, step=step, labels=batch["labels"],
+              labelled_image=batch["labelled_image"],
+              labelled_labels=batch["labelled_labels"])
+
+
 def make_train_step(config, models, mesh):
-  """(state, images, rng_root) -> (state, aux), jitted; `state` is donated.
+  """(state, batch, rng_root) -> (state, aux), jitted; `state` is donated.
+
+  `batch` is {"image"}, and with labelled factors also "labels",
+  "labelled_image" and "labelled_labels" (`supervision.step_inputs`).
 
   aux holds every loss term, beta, the controller's signal, set point and
   error, the learning rate, gradient/parameter/update norms (total and per
@@ -96,16 +115,17 @@ def make_train_step(config, models, mesh):
   checks before it saves or logs anything.
   """
   process = diffusion.process(config.diffusion)
-  tx = make_optimizer(config.optim)
+  tx = make_optimizer(config.optim, branches_of(config))
   schedule = learning_rate_schedule(config.optim)
   ema_decay = config.optim.ema_decay
   obj = config.objective
 
-  def step(state: TrainState, images, rng_root):
+  def step(state: TrainState, batch, rng_root):
     rng = jax.random.fold_in(rng_root, state.step)
     loss_fn = functools.partial(objective.closed_loop_loss, models=models, process=process,
                                 objective_config=obj, beta=state.controller.beta,
-                                x0=images, rng=rng)
+                                x0=batch["image"], rng=rng,
+                                supervised=supervised_inputs(config, batch, state.step))
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -122,7 +142,7 @@ def make_train_step(config, models, mesh):
                controller_signal=controller.signal, controller_setpoint=controller.setpoint,
                controller_error=controller.setpoint - controller.signal,
                grad_norm=_norm(grads), param_norm=_norm(params), update_norm=_norm(updates))
-    for b in BRANCHES:
+    for b in grads:
       aux[f"grad_norm_{b}"] = _norm(grads[b])
     return new, aux
 

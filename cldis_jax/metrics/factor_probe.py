@@ -59,6 +59,10 @@ class Probe:
     out = _expected(self.net, self.params, jnp.asarray(flat))
     return np.asarray(out).reshape(images.shape[:-3] + (len(self.names),))
 
+  def predict_index(self, images) -> np.ndarray:
+    """Images [N, H, W, C] in [-1, 1] -> the most probable value of each factor [N, F]."""
+    return np.asarray(_predicted_index(self.net, self.params, jnp.asarray(images)))
+
 
 def _split(net, logits):
   return jnp.split(logits, np.cumsum(net.sizes)[:-1], axis=-1)
