@@ -61,6 +61,7 @@ def compiled_step(config, norm):
     x0 = jax.device_put(jax.random.uniform(jax.random.key(1), (config.train.batch_size, size,
                                                                size, channels), minval=-1),
                         parallel.batch_sharding(mesh))
+    x0 = {"image": x0}  # the train step's batch
     rng = jax.device_put(jax.random.key(4), parallel.replicated(mesh))
     fn = jax.jit(lambda s, x, r: step(s, x, r)[0], donate_argnums=0)
     fn = fn.lower(state, x0, rng).compile()  # traced while `norm` is in place

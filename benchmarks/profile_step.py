@@ -124,7 +124,8 @@ def _step(config, batch):
   state = train_step.init_state_on_mesh(config, nets, jax.random.key(0), mesh)
   step = train_step.make_train_step(config, nets, mesh)
   closed_loop = jax.jit(lambda s, x, r: (step(s, x, r)[0], x, r), donate_argnums=0)
-  return closed_loop, (state, x0, jax.random.key(4)), True
+  inputs = step_benchmark.step_inputs(config, x0, mesh)
+  return closed_loop, (state, inputs, jax.random.key(4)), True
 
 
 def main(argv):

@@ -43,7 +43,8 @@ import optax
 
 import numpy as np
 
-from cldis_jax import diffusion, models, navigation, objective, parallel, train_step
+from cldis_jax import (diffusion, models, navigation, objective, parallel, supervision,
+                       train_step)
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/test.py", "Config file (path[:arg]).")
@@ -180,6 +181,23 @@ def sample_fn(config, diffae, steps):
   return jax.jit(sample)
 
 
+def step_inputs(config, x0, mesh) -> dict:
+  """The train step's batch: x0, and with labelled factors random labels (a
+  quarter of them unknown) and a labelled batch (the cost is the same)."""
+  if not supervision.enabled(config):
+    return {"image": x0}
+  few = supervision.labelled_batch_size(config, mesh.size)
+  sizes = np.asarray(config.model.labels.sizes)
+  rng = np.random.default_rng(0)
+  labels = lambda n: np.where(rng.random((n, len(sizes))) < 0.25, -1,
+                              rng.integers(0, sizes, (n, len(sizes)))).astype(np.int32)
+  sharded = parallel.batch_sharding(mesh)
+  put = lambda a: jax.device_put(a, sharded)
+  return {"image": x0, "labels": put(labels(len(x0))),
+          "labelled_image": put(np.asarray(x0)[np.arange(few) % len(x0)]),
+          "labelled_labels": put(np.abs(labels(few)))}
+
+
 def main(argv):
   del argv
   config = FLAGS.config
@@ -205,8 +223,11 @@ def main(argv):
     step = train_step.make_train_step(config, nets, mesh)
     rng_root = jax.device_put(jax.random.key(4), replicated)
     closed_loop = lambda s, x, r: (step(s, x, r)[0], x, r)  # chain the state only
+    inputs = step_inputs(config, x0, mesh)
+    labelled = (f"  (+ a labelled batch of {len(inputs['labelled_image'])})"
+                if "labelled_image" in inputs else "")
     _report("cldis", batch, *_time(jax.jit(closed_loop, donate_argnums=0),
-                                   (state, x0, rng_root), FLAGS.repeats))
+                                   (state, inputs, rng_root), FLAGS.repeats), labelled)
     del state
   if "diffae" in parts:
     step, tx = diffae_step_fn(config, nets.diffae)
@@ -231,7 +252,7 @@ def main(argv):
   if "navigate" in parts:
     n_batch = FLAGS.batch or config.navigate.batch_size
     nav = navigation.build(config)
-    z = config.model.diffae.z_dim
+    z = nav.directions.z_dim
     state = navigation.init_state(config, nav, jax.random.key(0), np.zeros(z), np.eye(z), 0)
     step = navigation.make_step(config, nets, nav)
     x = jax.random.uniform(jax.random.key(5), (n_batch, size, size, channels), minval=-1,

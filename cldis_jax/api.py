@@ -10,6 +10,9 @@
   row = model.edit(x, 0, [-3, 0, 3])              # along learned direction 0: (N, 3, H, W, C)
   frames = model.traverse(x, [-3, 0, 3], kind="mu_s")   # every axis: (N, d_v, 3, H, W, C)
   mix = model.interpolate(x[:1], x[1:2], np.linspace(0, 1, 7))
+  # with labelled factors (model.labels):
+  cols = model.set_factor(x, "floor_hue", range(10))  # each value: (N, 10, H, W, C)
+  mid = model.blend_factor(x, "floor_hue", 2, 7, np.linspace(0, 1, 5))
 
 Every method takes images as uint8 (0..255) or float in [-1, 1] (within
 `FLOAT_TOLERANCE`), shaped (N, H, W, C) or (H, W, C) at the model's size,
@@ -35,7 +38,7 @@ from cldis_jax import (checkpoint, codes, data, errors, grids, inference, models
                        navigation, trained)
 from cldis_jax.data.folder import load_image
 
-KINDS = ("navigation", "mu_s")
+KINDS = ("navigation", "mu_s")  # directions; edit.directions also takes "labels"
 FLOAT_TOLERANCE = 1e-3  # float images may stray this far outside [-1, 1]
 to_uint8 = grids.to_uint8
 
@@ -226,6 +229,58 @@ class Trained(trained.Run):
   def edit(self, x, direction: int, strengths, kind: str = "navigation") -> np.ndarray:
     """One direction at each strength (F,) -> (N, F, H, W, C)."""
     return self.traverse(x, strengths, kind, [direction])[:, 0]
+
+  # --- labelled factors ----------------------------------------------------------------
+
+  @property
+  def factors(self) -> tuple[str, ...]:
+    """The labelled factors (model.labels.factors); empty for an unsupervised run."""
+    return tuple(self.config.model.labels.factors)
+
+  def factor_index(self, factor) -> int:
+    """A labelled factor named or numbered -> its index."""
+    if not self.factors:
+      raise InputError("this run has no labelled factors (model.labels.factors is empty)")
+    if factor in self.factors:
+      return self.factors.index(factor)
+    if isinstance(factor, (int, np.integer)) and 0 <= factor < len(self.factors):
+      return int(factor)
+    raise InputError(f"factor {factor!r} is not labelled; valid: {', '.join(self.factors)} "
+                     f"or 0..{len(self.factors) - 1}")
+
+  def factor_table(self, factor) -> np.ndarray:
+    """(values, factor_dim): the code of each value of a labelled factor."""
+    return np.asarray(self.params["labels"][f"table_{self.factor_index(factor)}"])
+
+  def set_factor(self, x, factor, values) -> np.ndarray:
+    """Each image with the labelled `factor` set to each of `values` (ints),
+    everything else kept -> (N, V, H, W, C), decoded from the image's DDIM
+    inversion."""
+    table = self.factor_table(factor)
+    values = np.asarray(list(values))
+    if values.ndim != 1 or not len(values) or not np.issubdtype(values.dtype, np.integer) or (
+        (values < 0) | (values >= len(table))).any():
+      raise InputError(f"values {values.tolist()} of {factor!r}: give integers in "
+                       f"0..{len(table) - 1}")
+    return self._with_factor_codes(x, self.factor_index(factor), table[values])
+
+  def blend_factor(self, x, factor, a: int, b: int, alphas) -> np.ndarray:
+    """The labelled `factor`'s code moved from value a's to value b's
+    linearly, at alphas (F,) -> (N, F, H, W, C)."""
+    table = self.factor_table(factor)
+    if not (0 <= a < len(table) and 0 <= b < len(table)):
+      raise InputError(f"values {a}, {b} of {factor!r}: give integers in 0..{len(table) - 1}")
+    alphas = _finite("alphas", _array("alphas", alphas, np.float32).reshape(-1))
+    codes_ = (1 - alphas)[:, None] * table[a] + alphas[:, None] * table[b]
+    return self._with_factor_codes(x, self.factor_index(factor), codes_)
+
+  def _with_factor_codes(self, x, f: int, factor_codes) -> np.ndarray:
+    x = self._batch(x)
+    z = inference.encode(self.models, self.params, x)
+    x_T = inference.invert(self.models, self.invert_process, self.params, x, z)
+    return np.asarray(inference.decode_with_factor(
+        self.models, self.decode_process, self.params, f, z, x_T,
+        jnp.asarray(factor_codes, jnp.float32)))
 
   def interpolate(self, x_a, x_b, alphas) -> np.ndarray:
     """Image pairs -> (N, F, H, W, C) at alphas (F,) in [0, 1]: z_sem linear,

@@ -150,9 +150,9 @@ def base_config() -> ml_collections.ConfigDict:
       num_labelled=1000,
       # Image folders: a CSV file (a `file` column of paths relative to
       # data.dir, one column per factor, empty = unknown) and each factor's
-      # values in code order (`values.<factor> = ("a", "b", ...)`).
+      # values in code order (`value_names.<factor> = ("a", "b", ...)`).
       file="",
-      values={},
+      value_names={},
       # Images of the labelled batch each step, besides train.batch_size
       # (ZeroDIM: as many; 0: train.batch_size // 8, to keep the step's cost).
       batch_size=0,

@@ -12,6 +12,10 @@ DDIM from the same x_T (`edit.decode_steps`). Written to
 - `<directions>_<k>.png`, one per direction: rows = images; the first column
   is the input, then one column per strength; the strength-0 column (the plain
   reconstruction) is framed in red;
+- with `edit.directions = "labels"` (a run with labelled factors) instead
+  `labels_<factor>.png`, one per labelled factor (`edit.which`: their
+  indices): the input, the reconstruction (framed), then the factor set to
+  each of its values in order, everything else kept;
 - `interpolation.png` (with two images or more): rows = pairs (0, 1), (2, 3),
   ...; the inputs at both ends, between them z_sem interpolated linearly and
   x_T spherically;
@@ -47,8 +51,12 @@ def run(config, workdir: str) -> dict:
   config_lib.check_config(config)
   trained.one_process("edit")
   e = config.edit
-  if e.directions not in api.KINDS:
-    raise errors.ConfigError(f"edit.directions {e.directions!r} is not one of {api.KINDS}")
+  if e.directions not in api.KINDS + ("labels",):
+    raise errors.ConfigError(f"edit.directions {e.directions!r} is not one of "
+                             f"{api.KINDS + ('labels',)}")
+  if e.directions == "labels" and not config.model.labels.factors:
+    raise errors.ConfigError("edit.directions = 'labels' needs a run with labelled factors "
+                             "(model.labels.factors is empty)")
   strengths = strengths_of(e)
   names = list(e.images)
   files = api.load_images(names, config) if names else None  # checked before anything else
@@ -57,25 +65,55 @@ def run(config, workdir: str) -> dict:
   if not names:
     rows = data.spread_rows(len(model.source), e.dataset_images)
     names = [f"{config.data.name}[{i}]" for i in rows]
-  directions, sigma = model.directions(e.directions)
-  which = list(e.which) or list(range(len(directions)))
-  frames = model.traverse(x, strengths, e.directions, which)
   out_dir = os.path.join(workdir, "edit", str(model.step))
   scale = grids.scale_for(config.model.image_size)
-  files = []
-  for j, k in enumerate(which):
-    path = os.path.join(out_dir, f"{e.directions}_{k:02d}.png")
-    files.append(grids.save_png(path, direction_grid(x, frames[:, j]), scale))
+  if e.directions == "labels":
+    files, summary = _label_edits(config, model, x, out_dir, scale)
+  else:
+    files, summary = _direction_edits(config, model, x, strengths, out_dir, scale)
   if e.interpolation_steps and len(x) >= 2:
     pairs = len(x) // 2
     a, b = x[0:2 * pairs:2], x[1:2 * pairs:2]
     mixed = model.interpolate(a, b, np.linspace(0.0, 1.0, e.interpolation_steps))
     cells = np.concatenate([a[:, None], mixed, b[:, None]], axis=1)
     files.append(grids.save_grid(os.path.join(out_dir, "interpolation.png"), cells))
-  summary = dict(step=model.step, directions=e.directions, which=which,
-                 strengths=strengths.tolist(), sigma=[float(sigma[k]) for k in which],
-                 images=names, invert_steps=e.invert_steps, decode_steps=e.decode_steps,
-                 files=files)
+  summary = dict(summary, step=model.step, directions=e.directions, images=names,
+                 invert_steps=e.invert_steps, decode_steps=e.decode_steps, files=files)
   writer_lib.write_atomic(os.path.join(out_dir, "edit.json"), json.dumps(summary, indent=2))
   logging.info("wrote %d grids to %s", len(files), out_dir)
   return summary
+
+
+def _direction_edits(config, model, x, strengths, out_dir, scale):
+  """One grid per direction: (files, what edit.json records of them)."""
+  e = config.edit
+  directions, sigma = model.directions(e.directions)
+  which = list(e.which) or list(range(len(directions)))
+  frames = model.traverse(x, strengths, e.directions, which)
+  files = [grids.save_png(os.path.join(out_dir, f"{e.directions}_{k:02d}.png"),
+                          direction_grid(x, frames[:, j]), scale)
+           for j, k in enumerate(which)]
+  return files, dict(which=which, strengths=strengths.tolist(),
+                     sigma=[float(sigma[k]) for k in which])
+
+
+def value_names(config, factor: str, size: int) -> list[str]:
+  """A labelled factor's values as the labels file names them, else 0..size-1."""
+  named = config.supervision.value_names.get(factor) if config.supervision.file else None
+  return [str(v) for v in named] if named else [str(v) for v in range(size)]
+
+
+def _label_edits(config, model, x, out_dir, scale):
+  """One grid per labelled factor: input, reconstruction (framed), each value."""
+  which = list(config.edit.which) or list(range(len(model.factors)))
+  recon = model.reconstruct(x)[:, None]
+  files, values = [], {}
+  for f in which:
+    name = model.factors[model.factor_index(f)]
+    size = len(model.factor_table(name))
+    frames = np.concatenate([recon, model.set_factor(x, name, range(size))], axis=1)
+    cells = np.concatenate([np.asarray(x)[:, None], frames], axis=1)
+    files.append(grids.save_png(os.path.join(out_dir, f"labels_{name}.png"),
+                                grids.tile(grids.to_uint8(cells), marked_column=1), scale))
+    values[name] = value_names(config, name, size)
+  return files, dict(which=which, values=values)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from cldis_jax import diffusion, models as models_lib
 from cldis_jax.models.beta_vae import decoded_image
+from cldis_jax.models.labelled import factor_slice
 
 
 def _eps_fn(models, params, z_sem):
@@ -64,6 +65,21 @@ def diffae_traversals(models, process: diffusion.Diffusion, params, x0, directio
   z_sem = encode(models, params, x0)
   x_T = invert(models, process, params, x0, z_sem)
   return decode_along(models, process, params, z_sem, x_T, directions, strengths)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 3))
+def decode_with_factor(models, process: diffusion.Diffusion, params, f: int, z_sem, x_T,
+                       factor_codes):
+  """Codes z_sem (N, code_dim) with x_T (N, H, W, C), labelled factor f's code
+  set to each of factor_codes (V, factor_dim) -> (N, V, H, W, C) by DDIM."""
+  n, v = z_sem.shape[0], factor_codes.shape[0]
+  codes = jnp.broadcast_to(z_sem[:, None], (n, v, z_sem.shape[-1]))
+  codes = codes.at[:, :, factor_slice(models.labels, f)].set(
+      jnp.broadcast_to(factor_codes[None], (n,) + factor_codes.shape))
+  noise = jnp.broadcast_to(x_T[:, None], (n, v) + x_T.shape[1:])
+  images = process.ddim_sample(_eps_fn(models, params, codes.reshape(n * v, -1)),
+                               noise.reshape((n * v,) + x_T.shape[1:]))
+  return images.reshape((n, v) + x_T.shape[1:])
 
 
 def slerp(a, b, alpha):

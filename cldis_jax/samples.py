@@ -8,6 +8,9 @@
   moves only mu_s[j]) and is decoded by DDIM from the image's inverted x_T.
   The first column is the source image.
 - `traverse_vae`: the same sweep of the beta-VAE mean through its decoder.
+- `labels_<factor>` (runs with labelled factors): rows = the preview images,
+  the first column the input, then the factor set to each of its values (its
+  table row), everything else kept, decoded from each image's inverted x_T.
 """
 
 import functools
@@ -18,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from cldis_jax import diffusion, grids, models as models_lib
-from cldis_jax.inference import decode, diffae_traversals, encode, invert, vae_traversals
+from cldis_jax.inference import (decode, decode_with_factor, diffae_traversals, encode, invert,
+                                 vae_traversals)
 from cldis_jax.models.beta_vae import decoded_image
 
 
@@ -52,6 +56,14 @@ def reconstruct(models, process: diffusion.Diffusion, params, x0):
   return diffae_recon, vae_recon
 
 
+def set_factor(models, process: diffusion.Diffusion, params, f: int, x0):
+  """x0 (N, H, W, C) -> (N, values, H, W, C): labelled factor f set to each value."""
+  z_sem = encode(models, params, x0)
+  return decode_with_factor(models, process, params, f, z_sem,
+                            invert(models, process, params, x0, z_sem),
+                            params["labels"][f"table_{f}"])
+
+
 def sample_grids(models, config, params, x0) -> dict[str, np.ndarray]:
   """All grids as uint8 images, keyed by name. x0: preview images in [-1, 1]."""
   s = config.samples
@@ -62,7 +74,13 @@ def sample_grids(models, config, params, x0) -> dict[str, np.ndarray]:
   source_column = lambda t: np.concatenate(
       [np.broadcast_to(np.asarray(source)[None], (t.shape[0], 1) + source.shape[1:]),
        np.asarray(t)], axis=1)
+  labelled = {} if models.labels is None else {
+      f"labels_{name}": grids.tile(grids.to_uint8(np.concatenate(
+          [np.asarray(x0)[:, None], np.asarray(set_factor(models, process, params, f, x0))],
+          axis=1)))
+      for f, name in enumerate(config.model.labels.factors)}
   return {
+      **labelled,
       "recon": grids.tile(grids.to_uint8(np.stack([x0, diffae_recon, vae_recon]))),
       "traverse_mu_s": grids.tile(grids.to_uint8(source_column(
           traverse_mu_s(models, process, params, source, values)))),

@@ -9,7 +9,7 @@ A label table is (num_images, k) int32, one column per factor of
   complete" labels), read from the source's factors;
 - image folders: a CSV file with a `file` column (paths relative to
   data.dir) and one column per factor, whose cells are values from
-  `supervision.values.<factor>` or empty.
+  `supervision.value_names.<factor>` or empty.
 
 Each step trains on a batch of all images (with the labels they have) and a
 batch of labelled images; both are pure functions of (seed, step), so a
@@ -105,12 +105,13 @@ def labelled_rows_drawn(num_images: int, num_labelled: int, seed: int) -> np.nda
 
 def _table_from_file(config, source: Source) -> np.ndarray:
   path, factors = config.supervision.file, factors_of(config)
-  values = {f: tuple(str(v) for v in config.supervision.values.get(f, ())) for f in factors}
+  named = config.supervision.value_names
+  values = {f: tuple(str(v) for v in named.get(f, ())) for f in factors}
   sizes = tuple(config.model.labels.sizes)
   for f, n in zip(factors, sizes):
     if len(values[f]) != n:
       raise errors.ConfigError(
-          f"supervision.values.{f} = {values[f]!r} has {len(values[f])} values, "
+          f"supervision.value_names.{f} = {values[f]!r} has {len(values[f])} values, "
           f"model.labels.sizes says {n}; list each value of {f} in code order")
   files = getattr(source, "files", None)
   if files is None:

@@ -67,11 +67,12 @@ def test_a_read_only_program_stops_at_the_signal_and_a_rerun_completes(
     trained_workdir, tmp_path, mode, signum, marker, output):
   workdir = str(tmp_path / "run")
   shutil.copytree(trained_workdir, workdir)
+  # With a warm compilation cache the test config's edit takes about a
+  # second, and a signal that arrives after edit.json is written finds
+  # nothing left to stop: 1,000 DDIM steps each way keep it busy for seconds.
   args = ["--config", config_path("test.py"), f"--workdir={workdir}", f"--mode={mode}",
-          "--config.evaluate.metrics=('mig','ctd')", "--config.edit.directions=mu_s"]
-  # No pause after the marker: with a warm compilation cache a whole edit
-  # takes under a second, and a signal that arrives after edit.json is
-  # written finds nothing left to stop.
+          "--config.evaluate.metrics=('mig','ctd')", "--config.edit.directions=mu_s",
+          "--config.edit.invert_steps=1000", "--config.edit.decode_steps=1000"]
   proc, lines = _start(args, marker)
   _stop(proc, lines, signum)
   assert not glob.glob(os.path.join(workdir, output)) and not _half_written(workdir)

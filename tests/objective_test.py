@@ -340,7 +340,7 @@ def _train_steps(config, models, num_steps=3):
   step = train_step.make_train_step(config, models, mesh)
   images = jax.random.uniform(jax.random.key(1), (4, 16, 16, 3), minval=-1, maxval=1)
   for _ in range(num_steps):
-    state, aux = step(state, images, jax.random.key(2))
+    state, aux = step(state, {"image": images}, jax.random.key(2))
   return jax.device_get(state), jax.device_get(aux)
 
 

@@ -37,7 +37,7 @@ _FOUR_DEVICES = textwrap.dedent("""
       pipe = data.InputPipeline(source, plan, sharding=parallel.batch_sharding(mesh))
       rng = jax.device_put(jax.random.key(1), parallel.replicated(mesh))
       for k in range(3):
-        state, aux = step(state, pipe.global_batch(k)["image"], rng)
+        state, aux = step(state, {"image": pipe.global_batch(k)["image"]}, rng)
       out[n] = dict(leaves=jax.tree.leaves(jax.device_get((state.params, state.ema_params))),
                     aux=jax.device_get(aux), shards=len(state.params["head"]["proj"]["kernel"]
                                                         .sharding.device_set))

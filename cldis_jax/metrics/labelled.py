@@ -7,7 +7,7 @@
 - `classifier_accuracy`: how often each classifier's argmax is the value.
 - `residual_probe`: standardised features and a logistic regression (80/20
   split) from the residual to each factor, with the accuracy a constant guess
-  of the most frequent value gets (chance). Near chance on a labelled factor:
+  of the training part's most frequent value gets (chance). Near chance on a labelled factor:
   the residual does not carry it; high on an unlabelled one: the residual keeps
   what the labels do not name.
 """
@@ -56,7 +56,7 @@ def residual_probe(residual, factors, names) -> dict:
     probe = pipeline.make_pipeline(preprocessing.StandardScaler(),
                                    linear_model.LogisticRegression(max_iter=1000))
     probe.fit(x_train, y_train)
-    _, counts = np.unique(y_test, return_counts=True)
+    values, counts = np.unique(y_train, return_counts=True)
     out[name] = {"accuracy": float(probe.score(x_test, y_test)),
-                 "chance": float(counts.max() / len(y_test))}
+                 "chance": float(np.mean(y_test == values[np.argmax(counts)]))}
   return out
