@@ -16,6 +16,10 @@ the loss weights, the KL direction and the controllers are our
 reconstruction, and every choice is a config switch (`config.objective`).
 
 `branches` trains one branch alone (no links): the study's baselines.
+
+With labelled factors (`model.labels`, docs/labels.md) the diffusion term is
+ZeroDIM's pair of losses on the full and the labelled batch
+(`labelled_terms`), and the distillation head reads the code's residual.
 """
 
 from typing import Any

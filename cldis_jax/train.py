@@ -220,9 +220,10 @@ def _log(writer, window, done: int, num_steps: int, batch_size: int) -> dict:
   writer.write_scalars(done, scalars)
   if jax.process_index() == 0:
     eta = format_eta((num_steps - done) / rate) if rate > 0 else "?"
-    logging.info("step %d/%d  loss %.4f (diff %.4f, vae %.2f, dt %.3f)  beta %.3f  "
+    labelled = (f", classify {scalars['classify']:.3f}" if "classify" in scalars else "")
+    logging.info("step %d/%d  loss %.4f (diff %.4f, vae %.2f, dt %.3f%s)  beta %.3f  "
                  "%.2f steps/s, %.1f img/s  ETA %s", done, num_steps, scalars["loss"],
-                 scalars["loss_diff"], scalars["loss_vae"], scalars["loss_dt"],
+                 scalars["loss_diff"], scalars["loss_vae"], scalars["loss_dt"], labelled,
                  scalars["beta"], rate, scalars["images_per_s"], eta)
   return scalars
 
