@@ -29,8 +29,9 @@ from cldis_jax.models.labelled import LabelledCode, residual_slice
 from cldis_jax.models.unet import UNet
 
 __all__ = ["BetaVAE", "DiffAE", "DistillHead", "LabelledCode", "Models", "SemanticEncoder",
-           "UNet", "abstract_params", "build_models", "condition", "denoise", "head_input",
-           "init_params", "semantic_code"]
+           "UNet", "abstract_params", "build_models", "condition", "denoise", "distilled",
+           "head_input", "init_params", "mu_directions", "mu_std", "semantic_code",
+           "semantic_parts"]
 
 MODEL_KEYS = ("image_size", "in_channels", "latent_dim", "dtype", "condition", "head_init",
               "diffae", "vae", "labels")

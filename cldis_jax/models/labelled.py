@@ -64,10 +64,6 @@ class LabelledCode(nn.Module):
     code = jnp.concatenate([factor_codes.reshape(features.shape[0], -1), residual], axis=-1)
     return dict(code=code, factor_codes=factor_codes, residual=residual, logits=logits)
 
-  def embeddings(self, f: int):
-    """Factor f's table (sizes[f], factor_dim)."""
-    return self.tables[f]
-
 
 def factor_slice(module: LabelledCode, f: int) -> slice:
   """Where factor f's code sits in the semantic code."""
