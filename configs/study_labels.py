@@ -31,6 +31,15 @@ VARIANTS = {
     # The harder factors labelled instead; the hues are left to the residual.
     "geometry_1000": {"model.labels.factors": ("scale", "shape", "orientation"),
                       "model.labels.sizes": (8, 4, 15)},
+    # Screening the weights at this budget (docs/labels.md): ZeroDIM's equal
+    # labelled batch, a 100x cross-entropy, and a decay strong enough to make
+    # the residual shrink under its noise.
+    "labels_1000_b16": {"supervision.batch_size": 16},
+    "labels_1000_b16_cls": {"supervision.batch_size": 16, "supervision.w_classify": 0.1},
+    "labels_1000_b16_cls_decay2": {"supervision.batch_size": 16, "supervision.w_classify": 0.1,
+                                   "supervision.w_decay": 0.01},
+    "labels_1000_b16_cls_decay1": {"supervision.batch_size": 16, "supervision.w_classify": 0.1,
+                                   "supervision.w_decay": 0.1},
 }
 
 
