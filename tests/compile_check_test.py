@@ -123,7 +123,7 @@ def test_multi_host_topology_splits_the_batch_not_the_state(v5e_2x2, test_config
   big = big["programs"]["train"]
   assert big["per_device_batch"] == 1 and small["per_device_batch"] == 4
   assert big["argument_bytes"]["state"] == small["argument_bytes"]["state"]
-  assert small["argument_bytes"]["images"] == 4 * big["argument_bytes"]["images"]
+  assert small["argument_bytes"]["batch"] == 4 * big["argument_bytes"]["batch"]
   assert small["bytes"]["argument"] > big["bytes"]["argument"]
   assert big["flops"] < small["flops"]
 

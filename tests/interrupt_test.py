@@ -66,13 +66,13 @@ def _half_written(directory) -> list[str]:
 def test_a_read_only_program_stops_at_the_signal_and_a_rerun_completes(
     trained_workdir, tmp_path, mode, signum, marker, output):
   workdir = str(tmp_path / "run")
-  shutil.copytree(trained_workdir, workdir)
-  # With a warm compilation cache the test config's edit takes about a
-  # second, and a signal that arrives after edit.json is written finds
-  # nothing left to stop: 1,000 DDIM steps each way keep it busy for seconds.
+  # Other tests of the shared trained workdir may have evaluated or edited it.
+  shutil.copytree(trained_workdir, workdir, ignore=shutil.ignore_patterns("eval", "edit"))
+  # 250 DDIM steps each way keep the edit busy for seconds after its first
+  # log line, even with a warm compilation cache.
   args = ["--config", config_path("test.py"), f"--workdir={workdir}", f"--mode={mode}",
           "--config.evaluate.metrics=('mig','ctd')", "--config.edit.directions=mu_s",
-          "--config.edit.invert_steps=1000", "--config.edit.decode_steps=1000"]
+          "--config.edit.invert_steps=250", "--config.edit.decode_steps=250"]
   proc, lines = _start(args, marker)
   _stop(proc, lines, signum)
   assert not glob.glob(os.path.join(workdir, output)) and not _half_written(workdir)
