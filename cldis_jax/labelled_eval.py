@@ -33,16 +33,16 @@ from cldis_jax.models.labelled import factor_slice
 @functools.partial(jax.jit, static_argnums=0)
 def _parts(models, params, x0):
   p = models_lib.semantic_parts(models, params, x0)
-  return p["code"], p["factor_codes"].reshape(len(x0), -1), p["residual"], p["logits"]
+  return p["factor_codes"].reshape(len(x0), -1), p["residual"], p["logits"]
 
 
 def encode_parts(models, params, source, rows, batch_size: int):
-  """(codes, factor codes [N, K * factor_dim], residuals, logits per factor) of `rows`."""
+  """(factor codes [N, K * factor_dim], residuals, logits per factor) of `rows`."""
   out = [_parts(models, params, jnp.asarray(data.images_at(source, rows[i:i + batch_size])))
          for i in range(0, len(rows), batch_size)]
   cat = lambda j: np.concatenate([np.asarray(o[j]) for o in out])
-  logits = [np.concatenate([np.asarray(o[3][f]) for o in out]) for f in range(len(out[0][3]))]
-  return cat(0), cat(1), cat(2), logits
+  logits = [np.concatenate([np.asarray(o[2][f]) for o in out]) for f in range(len(out[0][2]))]
+  return cat(0), cat(1), logits
 
 
 def evaluate_labels(config, models, params, source, oracle=None) -> dict:
@@ -51,7 +51,7 @@ def evaluate_labels(config, models, params, source, oracle=None) -> dict:
   columns = [source.factor_names.index(n) for n in names]
   n = e.num_train + e.num_test
   rows = np.random.RandomState(e.seed).choice(len(source), n, replace=n > len(source))
-  _, fcodes, residual, logits = encode_parts(models, params, source, rows, e.encode_batch)
+  fcodes, residual, logits = encode_parts(models, params, source, rows, e.encode_batch)
   factors = source.factors_of(rows)
   y = factors[:, columns]
   train, test = slice(0, e.num_train), slice(e.num_train, None)

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from cldis_jax import errors, parallel
+from cldis_jax import data, errors, parallel
 from cldis_jax.data.pipeline import BatchPlan, InputPipeline
 from cldis_jax.data.source import Source
 
@@ -204,17 +204,12 @@ def build_pipelines(config, source: Source, table: np.ndarray, mesh):
   if b > len(labelled):
     raise errors.ConfigError(f"supervision.batch_size = {b} is more than the {len(labelled)} "
                              "labelled images")
-  sharding, d = parallel.batch_sharding(mesh), config.data
-  everything = InputPipeline(
-      WithLabels(source, table),
-      BatchPlan(len(source), config.train.batch_size, seed=config.seed, shuffle=d.shuffle,
-                hflip=d.hflip),
-      sharding=sharding, num_threads=d.num_threads, prefetch=d.prefetch)
+  everything = data.build_pipeline(config, WithLabels(source, table), mesh)
   few = InputPipeline(
       WithLabels(source, table, labelled),
       BatchPlan(len(labelled), b, seed=config.seed + _LABEL_STREAM, shuffle=True,
-                hflip=d.hflip),
-      sharding=sharding, num_threads=1, prefetch=d.prefetch)
+                hflip=config.data.hflip),
+      sharding=parallel.batch_sharding(mesh), num_threads=1, prefetch=config.data.prefetch)
   return everything, few
 
 

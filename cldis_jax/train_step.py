@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cldis_jax import beta_controller, diffusion, models as models_lib, objective, parallel
+from cldis_jax import (beta_controller, diffusion, models as models_lib, objective, parallel,
+                       supervision)
 
 BRANCHES = ("diffae", "vae", "head")
 LABELLED_BRANCHES = BRANCHES + ("labels",)  # with labelled factors (model.labels)
@@ -41,7 +42,7 @@ def learning_rate_schedule(optim):
 
 
 def branches_of(config) -> tuple[str, ...]:
-  return LABELLED_BRANCHES if config.model.labels.factors else BRANCHES
+  return LABELLED_BRANCHES if supervision.enabled(config) else BRANCHES
 
 
 def clip_per_branch(max_norm: float, branches=BRANCHES) -> optax.GradientTransformation:
