@@ -1,19 +1,38 @@
-import json, sys
-rows = [("hues_100_b2", "hues, 100 labels, labelled batch 2 (defaults)"),
-        ("geometry_1000_b2", "scale/shape/orientation, 1,000, batch 2 (defaults)"),
-        ("hues_1000_b16", "hues, 1,000, batch 16 (ZeroDIM's equal batch)"),
-        ("hues_1000_b16_cls0.1", "... and w_classify 0.1"),
-        ("hues_1000_b16_cls0.1_decay0.01", "... and w_decay 0.01"),
-        ("hues_1000_b16_cls0.1_decay0.1", "... and w_decay 0.1")]
-print("| run | DCI-D | DCI-I | MIG | classifier acc. (per factor) | residual probe on labelled (chance ~0.10) | edit target | edit kept |")
-print("|---|---|---|---|---|---|---|---|")
-for name, label in rows:
-  try:
-    d = json.load(open(f"docs/results/labels/{name}.json"))["results"]["labels"]
-  except FileNotFoundError:
-    continue
-  c = d["classifier"]; names = [k for k in c if k != "mean"]
-  probe = d["residual_probe"]["factors"]
-  print(f"| {label} | {d['dci']['disentanglement']:.2f} | {d['dci']['informativeness_test']:.2f} | {d['mig']['discrete_mig']:.2f} | "
-        f"{c['mean']:.2f} ({' / '.join('%.2f' % c[n] for n in names)}) | "
-        f"{' / '.join('%.2f' % probe[n]['accuracy'] for n in names)} | {d['edit']['target']:.2f} | {d['edit']['kept']:.2f} |")
+"""Print the partial-labels results table of docs/labels.md from the
+evaluations kept in docs/results/labels/ (one `metrics.json` per run, named
+after the run).
+
+  python benchmarks/labels_table.py [docs/results/labels]
+"""
+
+import glob
+import json
+import os
+import sys
+
+COLUMNS = ("run", "DCI-D", "DCI-I", "MIG", "classifier acc. (per factor)",
+           "residual probe on labelled (chance ~0.10)", "edit target", "edit kept")
+
+
+def row(name: str, labels: dict) -> str:
+  acc = labels["classifier"]
+  factors = [k for k in acc if k != "mean"]
+  probe = labels["residual_probe"]["factors"]
+  cells = (name, "%.2f" % labels["dci"]["disentanglement"],
+           "%.2f" % labels["dci"]["informativeness_test"], "%.2f" % labels["mig"]["discrete_mig"],
+           "%.2f (%s)" % (acc["mean"], " / ".join("%.2f" % acc[f] for f in factors)),
+           " / ".join("%.2f" % probe[f]["accuracy"] for f in factors),
+           "%.2f" % labels["edit"]["target"], "%.2f" % labels["edit"]["kept"])
+  return "| " + " | ".join(cells) + " |"
+
+
+def main(folder: str = "docs/results/labels"):
+  print("| " + " | ".join(COLUMNS) + " |")
+  print("|" + "---|" * len(COLUMNS))
+  for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+    with open(path) as f:
+      print(row(os.path.basename(path)[:-len(".json")], json.load(f)["results"]["labels"]))
+
+
+if __name__ == "__main__":
+  main(*sys.argv[1:])

@@ -55,6 +55,10 @@ def base_config() -> ml_collections.ConfigDict:
           sizes=(),  # each factor's number of values
           factor_dim=1,  # width of each factor's code (ZeroDIM: 1 on synthetic data)
           residual_dim=0,  # the residual's width; 0: z_dim - len(factors) * factor_dim
+          # The tables' initial rows ~ N(0, table_std^2). ZeroDIM starts them
+          # near zero (its generator has nothing else to read); our denoiser
+          # also sees x_t and ignores codes that start too close together.
+          table_std=1.0,
       ),
   ))
 
@@ -156,6 +160,10 @@ def base_config() -> ml_collections.ConfigDict:
       # Images of the labelled batch each step, besides train.batch_size
       # (ZeroDIM: as many; 0: train.batch_size // 8, to keep the step's cost).
       batch_size=0,
+      # Adam's rate for the embedding tables (ZeroDIM's rate for its latent
+      # codes; 0: the tables keep their random initial rows); the rest of the
+      # model keeps optim.learning_rate.
+      table_learning_rate=1e-2,
       w_supervised=10.0,  # the labelled batch's loss, relative to the full batch's
       w_classify=1e-3,  # cross-entropy of each classifier on the known values
       w_entropy=1e-3,  # entropy of the classifiers' softmax on every image

@@ -56,13 +56,41 @@ def clip_per_branch(max_norm: float, branches=BRANCHES) -> optax.GradientTransfo
                                {b: b for b in branches})
 
 
-def make_optimizer(optim, branches=BRANCHES) -> optax.GradientTransformation:
-  """Per-branch clipping, then Adam(W) with a linear learning-rate warm-up."""
-  adam = optax.adamw(learning_rate_schedule(optim), b1=optim.b1, b2=optim.b2, eps=optim.eps,
-                     weight_decay=optim.weight_decay)
+def _is_table(path, _) -> str:
+  """'tables' for the labelled factors' embedding tables, 'net' for the rest."""
+  keys = [getattr(k, "key", None) for k in path]
+  return "tables" if keys[0] == "labels" and str(keys[-1]).startswith("table_") else "net"
+
+
+def make_optimizer(optim, branches=BRANCHES,
+                   table_learning_rate: float | None = None) -> optax.GradientTransformation:
+  """Per-branch clipping, then Adam(W) with a linear learning-rate warm-up.
+
+  With `table_learning_rate`, the labelled factors' embedding tables take
+  their own Adam at that rate (the same warm-up), or stay at their initial
+  values when it is 0.
+  """
+  def adamw(rate):
+    return optax.adamw(rate, b1=optim.b1, b2=optim.b2, eps=optim.eps,
+                       weight_decay=optim.weight_decay)
+
+  schedule = learning_rate_schedule(optim)
+  adam = adamw(schedule)
+  if table_learning_rate is not None:
+    ratio = table_learning_rate / optim.learning_rate
+    tables = adamw(lambda count: ratio * schedule(count)) if ratio else optax.set_to_zero()
+    adam = optax.multi_transform(
+        {"net": adam, "tables": tables},
+        lambda params: jax.tree_util.tree_map_with_path(_is_table, params))
   if not optim.grad_clip_norm:
     return adam
   return optax.chain(clip_per_branch(optim.grad_clip_norm, branches), adam)
+
+
+def optimizer_of(config) -> optax.GradientTransformation:
+  """The training optimizer of `config` (with labelled factors, the tables' rate)."""
+  tables = config.supervision.table_learning_rate if supervision.enabled(config) else None
+  return make_optimizer(config.optim, branches_of(config), tables)
 
 
 def create_train_state(config, models, rng) -> TrainState:
@@ -70,7 +98,7 @@ def create_train_state(config, models, rng) -> TrainState:
   return TrainState(
       step=jnp.asarray(0, jnp.int32), params=params,
       ema_params=jax.tree.map(jnp.copy, params),
-      opt_state=make_optimizer(config.optim, branches_of(config)).init(params),
+      opt_state=optimizer_of(config).init(params),
       controller=beta_controller.init_controller(config.objective.controller))
 
 
@@ -116,7 +144,7 @@ def make_train_step(config, models, mesh):
   checks before it saves or logs anything.
   """
   process = diffusion.process(config.diffusion)
-  tx = make_optimizer(config.optim, branches_of(config))
+  tx = optimizer_of(config)
   schedule = learning_rate_schedule(config.optim)
   ema_decay = config.optim.ema_decay
   obj = config.objective

@@ -1,6 +1,6 @@
 """The partial-labels study: how many labels the Diff-AE code needs, and
 whether the CL-Dis co-pilot on the residual helps, on the quickstart setting
-(procedural Shapes3D, 32 px, 2,000 steps of 16 images plus a labelled batch).
+(procedural Shapes3D, 32 px, 2,000 steps of 16 images plus 16 labelled ones).
 
   python -m cldis_jax.main --config configs/study_labels.py --workdir /tmp/cldis_labels_study \\
       --mode=study
@@ -31,15 +31,14 @@ VARIANTS = {
     # The harder factors labelled instead; the hues are left to the residual.
     "geometry_1000": {"model.labels.factors": ("scale", "shape", "orientation"),
                       "model.labels.sizes": (8, 4, 15)},
-    # Screening the weights at this budget (docs/labels.md): ZeroDIM's equal
-    # labelled batch, a 100x cross-entropy, and a decay strong enough to make
-    # the residual shrink under its noise.
-    "labels_1000_b16": {"supervision.batch_size": 16},
-    "labels_1000_b16_cls": {"supervision.batch_size": 16, "supervision.w_classify": 0.1},
-    "labels_1000_b16_cls_decay2": {"supervision.batch_size": 16, "supervision.w_classify": 0.1,
-                                   "supervision.w_decay": 0.01},
-    "labels_1000_b16_cls_decay1": {"supervision.batch_size": 16, "supervision.w_classify": 0.1,
-                                   "supervision.w_decay": 0.1},
+    # Screening (docs/labels.md): ZeroDIM's own settings (one learned number
+    # per factor, a labelled batch of 2, cross-entropy 1e-3), and each of
+    # the base config's three departures from them undone alone.
+    "zerodim": {"model.labels.factor_dim": 1, "supervision.table_learning_rate": 1e-2,
+                "supervision.batch_size": 0, "supervision.w_classify": 1e-3},
+    "labels_1000_learned_tables": {"supervision.table_learning_rate": 1e-2},
+    "labels_1000_dim1": {"model.labels.factor_dim": 1},
+    "labels_1000_b2": {"supervision.batch_size": 0},
 }
 
 

@@ -7,7 +7,8 @@ from conftest import config_path
 
 CONFIGS = ["quickstart.py", "shapes3d.py", "dsprites.py", "mpi3d.py:toy", "mpi3d.py:real",
            "cars3d.py", "celeba64.py", "ffhq.py:64", "ffhq.py:128", "ffhq.py:256", "test.py",
-           "study.py", "study.py:screen"]
+           "study.py", "study.py:screen", "shapes3d_labels.py", "shapes3d_labels.py:geometry,copilot",
+           "study_labels.py"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)

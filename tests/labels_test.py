@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cldis_jax import config_lib, data, errors, models, objective, supervision
+from cldis_jax import config_lib, data, errors, models, objective, supervision, train_step
 from cldis_jax.metrics import labelled as labelled_metrics
 from cldis_jax.models.labelled import LabelledCode
 from conftest import config_path
@@ -67,6 +67,23 @@ def test_the_table_learns_from_labelled_images_only(code_module):
   assert np.all(g0[[0, 1]] == 0) and np.any(g0[2] != 0)  # only the known value's row
   # ... while the classifiers do learn from the unlabelled images' mixes.
   assert np.any(np.asarray(grads["classifier_1"]["kernel"]) != 0)
+
+
+def test_the_tables_take_their_own_learning_rate(code_module):
+  """Adam's first update is lr * sign(gradient) per element: the tables move
+  by the table rate (or not at all), every other parameter by the model's."""
+  _, params = code_module
+  optim = config_lib.load_config(config_path("test.py")).optim
+  optim.update(dict(learning_rate=1e-4, warmup_steps=0, grad_clip_norm=0.0, weight_decay=0.0))
+  tree = {"labels": params, "diffae": {"w": jnp.ones(3)}}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.3), tree)
+  for table_rate in (1e-2, 0.0):  # 0: the tables stay as they are
+    tx = train_step.make_optimizer(optim, table_learning_rate=table_rate)
+    updates, _ = tx.update(grads, tx.init(tree), tree)
+    for name, u in jax.tree_util.tree_leaves_with_path(updates):
+      rate = table_rate if "table_" in jax.tree_util.keystr(name) else 1e-4
+      np.testing.assert_allclose(u, -rate, rtol=1e-3, atol=1e-12,
+                                 err_msg=jax.tree_util.keystr(name))
 
 
 def _labelled_config(**supervision_overrides):

@@ -35,7 +35,7 @@ __all__ = ["BetaVAE", "DiffAE", "DistillHead", "LabelledCode", "Models", "Semant
 
 MODEL_KEYS = ("image_size", "in_channels", "latent_dim", "dtype", "condition", "head_init",
               "diffae", "vae", "labels")
-LABEL_KEYS = ("factors", "sizes", "factor_dim", "residual_dim")
+LABEL_KEYS = ("factors", "sizes", "factor_dim", "residual_dim", "table_std")
 # What the denoiser is conditioned on: z_sem (Diff-AE), or the distilled mean
 # mu_s mapped back to z_dim by the head (the diffusion loss then shapes mu_s).
 CONDITIONS = ("z_sem", "mu_s")
@@ -114,7 +114,7 @@ def _labelled_code(labels_config, z_dim: int) -> LabelledCode | None:
         f"both >= 1 (residual_dim 0 means z_dim - factors * factor_dim = "
         f"{z_dim - len(factors) * factor_dim})")
   return LabelledCode(sizes=sizes, factor_dim=factor_dim, residual_dim=residual_dim,
-                      features=z_dim)
+                      features=z_dim, table_std=labels_config.get("table_std", 1.0))
 
 
 def semantic_code(models: Models, params, x0, labels=None):

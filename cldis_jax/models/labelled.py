@@ -23,15 +23,12 @@ import jax.numpy as jnp
 from cldis_jax.models.layers import torch_bias_init, torch_kernel_init
 
 
-def _table_init(key, shape, dtype=jnp.float32):
-  return jax.random.uniform(key, shape, dtype, 0.0, 0.05)  # as ZeroDIM's tables
-
-
 class LabelledCode(nn.Module):
   sizes: Sequence[int]  # number of values of each labelled factor
   factor_dim: int = 1
   residual_dim: int = 7
   features: int = 512  # width of the encoder output the heads read
+  table_std: float = 1.0  # the tables' initial rows ~ N(0, table_std^2)
 
   @property
   def code_dim(self) -> int:
@@ -41,7 +38,8 @@ class LabelledCode(nn.Module):
     dense = lambda n, name: nn.Dense(n, kernel_init=torch_kernel_init,
                                      bias_init=torch_bias_init(self.features), name=name)
     self.classifiers = [dense(n, f"classifier_{f}") for f, n in enumerate(self.sizes)]
-    self.tables = [self.param(f"table_{f}", _table_init, (n, self.factor_dim))
+    self.tables = [self.param(f"table_{f}", nn.initializers.normal(self.table_std),
+                              (n, self.factor_dim))
                    for f, n in enumerate(self.sizes)]
     self.residual = dense(self.residual_dim, "residual")
 
