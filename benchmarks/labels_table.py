@@ -27,11 +27,17 @@ def row(name: str, labels: dict) -> str:
 
 
 def main(folder: str = "docs/results/labels"):
-  print("| " + " | ".join(COLUMNS) + " |")
-  print("|" + "---|" * len(COLUMNS))
-  for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
-    with open(path) as f:
-      print(row(os.path.basename(path)[:-len(".json")], json.load(f)["results"]["labels"]))
+  paths = sorted(glob.glob(os.path.join(folder, "*.json")))
+  for title, prefix_is_study in (("The study's runs (study_<variant>_seed<k>)", True),
+                                 ("Screening", False)):
+    print(f"\n{title}\n")
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    for path in paths:
+      name = os.path.basename(path)[:-len(".json")]
+      if name.startswith("study_") == prefix_is_study:
+        with open(path) as f:
+          print(row(name, json.load(f)["results"]["labels"]))
 
 
 if __name__ == "__main__":
