@@ -32,8 +32,8 @@ VARIANTS = {
     "geometry_1000": {"model.labels.factors": ("scale", "shape", "orientation"),
                       "model.labels.sizes": (8, 4, 15)},
     # Screening (docs/labels.md): ZeroDIM's own settings (one learned number
-    # per factor, a labelled batch of 2, cross-entropy 1e-3), and each of
-    # the base config's three departures from them undone alone.
+    # per factor, a labelled batch of 2, cross-entropy 1e-3), and three of
+    # the base config's departures from them undone one at a time.
     "zerodim": {"model.labels.factor_dim": 1, "supervision.table_learning_rate": 1e-2,
                 "supervision.batch_size": 0, "supervision.w_classify": 1e-3},
     "labels_1000_learned_tables": {"supervision.table_learning_rate": 1e-2},
