@@ -109,15 +109,20 @@ def flatten(tree: Mapping, prefix: str = "") -> dict:
 
 def training_changes(stored, current) -> list[str]:
   """"key: old -> new" for every key outside RESUMABLE_KEYS whose value in
-  `current` differs from `stored` (the config a checkpoint was trained with)."""
+  `current` differs from `stored` (the config a checkpoint was trained with).
+  A key that one of them lacks counts at its default: a key added since the
+  checkpoint was written changes nothing while it keeps its default."""
   old, new = flatten(stored.to_dict()), flatten(current.to_dict())
   missing = object()
+  defaults = flatten(base_config().to_dict())
   out = []
   for key in sorted(set(old) | set(new)):
     if key.startswith(RESUMABLE_KEYS) or key in RESUMABLE_KEYS:
       continue
     a, b = old.get(key, missing), new.get(key, missing)
-    if a != b:
+    default = defaults.get(key, missing)
+    at_default = lambda v, other: v is missing and other == default
+    if a != b and not (at_default(a, b) or at_default(b, a)):
       show = lambda v: "(absent)" if v is missing else repr(v)
       out.append(f"{key}: {show(a)} -> {show(b)}")
   return out

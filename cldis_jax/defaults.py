@@ -91,6 +91,9 @@ def base_config() -> ml_collections.ConfigDict:
       hflip=False,  # random horizontal flips (photos only: they change factors)
       celeba_crop="tad",  # "tad" (Resize 1.5s + CenterCrop s) or "d2c" (Diff-AE)
       on_bad_image="raise",  # image folders: "raise" or "skip" (counted, logged)
+      # Image folders: region maps for config.subspaces (cldis_jax.data.masks),
+      # label PNGs named like the images, each region a tuple of label ids.
+      masks=dict(dir="", regions=(), labels=()),
       cache_mb=512,  # procedural render / Cars3D caches
       cache_dir="~/.cache/cldis_jax",  # factor tables of shuffled TFDS files
       num_threads=2,  # reader threads per process
@@ -170,6 +173,25 @@ def base_config() -> ml_collections.ConfigDict:
       entropy_warmup_steps=20_000,  # no entropy term before this step
       w_decay=1e-5,  # mean squared residual
       residual_std=1.0,  # Gaussian noise added to the residual in training
+  ))
+
+  # Independent subspaces tied to image regions (cldis_jax.subspaces,
+  # docs/subspaces.md): named blocks of z_sem, a swap loss from the data's
+  # region maps and an independence loss between the blocks. Empty `blocks`:
+  # off. Forms and weights are ours (the method's are unpublished).
+  config.subspaces = ml_collections.ConfigDict(dict(
+      blocks=(),  # block names; block k takes the next sizes[k] dims of z_sem from dim 0
+      sizes=(),  # each block's width
+      regions=(),  # the data region each block is tied to; empty: the block names
+      # Change of the eps prediction outside the block's region when a block
+      # is swapped in from another image (the SNR-weighted x0 change).
+      w_swap=1.0,
+      # Match to the donor's pixels where both images show the block's
+      # region (0: off).
+      w_match=0.0,
+      swap_pairs=0,  # images per batch that get a block swapped in; 0: batch_size // 4
+      independence="hsic",  # between blocks: "hsic", "cross_covariance" or "none"
+      w_independence=1.0,
   ))
 
   config.train = ml_collections.ConfigDict(dict(

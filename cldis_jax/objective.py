@@ -27,7 +27,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from cldis_jax import beta_controller, diffusion, distributions, errors, models as models_lib
+from cldis_jax import (beta_controller, diffusion, distributions, errors, models as models_lib,
+                       subspaces)
 
 BRANCHES = ("diffae", "vae")
 DT_DIRECTIONS = ("forward", "reverse")
@@ -131,7 +132,7 @@ def _zero():
 
 
 def closed_loop_loss(params, models, process, objective_config, beta, x0, rng,
-                     supervised=None):
+                     supervised=None, swapping=None):
   """The total loss and `aux` with every term (batch means), for one batch.
 
   `beta` is the controller's current value (a constant here). Returns
@@ -140,12 +141,14 @@ def closed_loop_loss(params, models, process, objective_config, beta, x0, rng,
   branch only, the other one and both links are skipped (the baselines);
   their terms are 0. With labelled factors (`models.labels`), `supervised`
   holds the batch's labels, the labelled batch and the weights
-  (`labelled_terms`), and the head reads the residual.
+  (`labelled_terms`), and the head reads the residual. With subspaces
+  (config.subspaces), `swapping` holds the batch's region maps and the
+  settings of the swap and independence terms (`subspaces.subspace_terms`).
   """
   obj = objective_config
   use_diffae, use_vae = "diffae" in obj.branches, "vae" in obj.branches
   linked = use_diffae and use_vae
-  k_diff, k_drop, k_z, k_code = jax.random.split(rng, 4)
+  k_diff, k_drop, k_z, k_code, k_swap = jax.random.split(rng, 5)
   aux: dict[str, Any] = dict(loss_diff=_zero(), loss_vae=_zero(), vae_nll=_zero(),
                              vae_kl=_zero(), loss_dt=_zero(), beta=beta)
   loss = _zero()
@@ -170,6 +173,13 @@ def closed_loop_loss(params, models, process, objective_config, beta, x0, rng,
       eps_pred = denoise(x_t, t, cond)
       aux["loss_diff"] = jnp.mean(diffusion.eps_mse(eps_pred, eps))
       loss = loss + aux["loss_diff"]
+      if swapping is not None:
+        conditioned = lambda z: models_lib.condition(
+            models, params, z, None if noise is None else noise[:z.shape[0]])
+        weighted, terms = subspaces.subspace_terms(swapping, denoise, z_sem, conditioned, x0,
+                                                   x_t, t, eps_pred, process, k_swap)
+        aux.update({f"loss_{k}": v for k, v in terms.items()})
+        loss = loss + weighted
     else:
       terms, (t, eps, x_t, cond, eps_pred, z_sem) = labelled_terms(
           params, models, process, denoise, x0, supervised, k_diff, k_code)

@@ -214,8 +214,10 @@ def build_pipelines(config, source: Source, table: np.ndarray, mesh):
 
 
 def step_inputs(batch: dict, labelled: dict | None) -> dict:
-  """What the train step takes from the batches of a step."""
-  if labelled is None:
-    return {"image": batch["image"]}
-  return {"image": batch["image"], "labels": batch["labels"],
-          "labelled_image": labelled["image"], "labelled_labels": labelled["labels"]}
+  """What the train step takes from the batches of a step (the region maps
+  too, where the batch has them: config.subspaces)."""
+  out = {k: batch[k] for k in ("image", "region") if k in batch}
+  if labelled is not None:
+    out.update(labels=batch["labels"], labelled_image=labelled["image"],
+               labelled_labels=labelled["labels"])
+  return out

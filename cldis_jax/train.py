@@ -39,8 +39,8 @@ import jax
 import numpy as np
 
 from cldis_jax import (checkpoint, config_lib, data, errors, eval_report, evaluate, loop,
-                       models as models_lib, objective, parallel, samples, supervision,
-                       train_step, workdir_lock, writer as writer_lib)
+                       models as models_lib, objective, parallel, samples, subspaces,
+                       supervision, train_step, workdir_lock, writer as writer_lib)
 
 
 def _check_finite(step: int, aux, last_saved) -> None:
@@ -65,6 +65,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   config_lib.check_config(config)
   objective.check_objective(config.objective)
   supervision.check(config)
+  subspaces.check(config)
   mesh = parallel.data_mesh()
   parallel.check_batch_divides(config.train.batch_size, mesh)
   lead = jax.process_index() == 0

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from cldis_jax import (beta_controller, diffusion, models as models_lib, objective, parallel,
-                       supervision)
+                       subspaces, supervision)
 
 BRANCHES = ("diffae", "vae", "head")
 LABELLED_BRANCHES = BRANCHES + ("labels",)  # with labelled factors (model.labels)
@@ -135,8 +135,9 @@ def supervised_inputs(config, batch, step):
 def make_train_step(config, models, mesh):
   """(state, batch, rng_root) -> (state, aux), jitted; `state` is donated.
 
-  `batch` is {"image"}, and with labelled factors also "labels",
-  "labelled_image" and "labelled_labels" (`supervision.step_inputs`).
+  `batch` is {"image"}, with labelled factors also "labels",
+  "labelled_image" and "labelled_labels", and with subspaces "region"
+  (`supervision.step_inputs`).
 
   aux holds every loss term, beta, the controller's signal, set point and
   error, the learning rate, gradient/parameter/update norms (total and per
@@ -154,7 +155,8 @@ def make_train_step(config, models, mesh):
     loss_fn = functools.partial(objective.closed_loop_loss, models=models, process=process,
                                 objective_config=obj, beta=state.controller.beta,
                                 x0=batch["image"], rng=rng,
-                                supervised=supervised_inputs(config, batch, state.step))
+                                supervised=supervised_inputs(config, batch, state.step),
+                                swapping=subspaces.swap_inputs(config, batch))
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -16,6 +16,7 @@ from cldis_jax import config_lib, errors, parallel
 from cldis_jax.data.arrays import MPI3D, Cars3D
 from cldis_jax.data.dsprites import ProceduralDSprites
 from cldis_jax.data.folder import CorruptImageError, ImageFolder
+from cldis_jax.data.masks import MaskError, RegionMasks
 from cldis_jax.data.pipeline import BatchPlan, InputPipeline, to_model_range
 from cldis_jax.data.shapes3d import ProceduralShapes3D
 from cldis_jax.data.source import (DatasetNotFoundError, FactorSpace, Source,
@@ -26,14 +27,22 @@ SOURCES = ("procedural/shapes3d", "procedural/dsprites", "tfds/shapes3d", "tfds/
            "mpi3d/real", "cars3d")
 
 
+REGION_SOURCES = ("procedural/shapes3d", "folder")  # sources that can give region maps
+
+
 def build_source(data: ml_collections.ConfigDict, *, image_size: int,
-                 channels: int) -> Source:
-  """The source `data.name` names, giving image_size x image_size x channels."""
+                 channels: int, regions: bool = False) -> Source:
+  """The source `data.name` names, giving image_size x image_size x channels
+  (and with `regions`, each example's region map)."""
   config_lib.check_known_keys(data, config_lib.base_config().data.keys(), "data")
   name = data.name
+  if regions and name not in REGION_SOURCES:
+    raise errors.ConfigError(f"config.subspaces needs region maps, which {name} does not "
+                             f"have; valid: {', '.join(REGION_SOURCES)} (a folder with "
+                             "data.masks)")
   if name == "procedural/shapes3d":
     check_channels(name, channels, (3,))
-    return ProceduralShapes3D(image_size, cache_mb=data.cache_mb)
+    return ProceduralShapes3D(image_size, cache_mb=data.cache_mb, regions=regions)
   if name == "procedural/dsprites":
     check_channels(name, channels, (1,))
     return ProceduralDSprites(image_size, cache_mb=data.cache_mb)
@@ -43,8 +52,15 @@ def build_source(data: ml_collections.ConfigDict, *, image_size: int,
                       data_dir=data.dir or None, channels=channels,
                       celeba_crop=data.celeba_crop, cache_dir=data.cache_dir)
   if name == "folder":
+    masks = None
+    if regions:
+      if not data.masks.dir:
+        raise errors.ConfigError("config.subspaces needs region maps: set data.masks.dir to "
+                                 "a folder of label PNGs named like the images (and "
+                                 "data.masks.regions / data.masks.labels)")
+      masks = RegionMasks(data.masks.dir, data.masks.regions, data.masks.labels)
     return ImageFolder(data.dir, resolution=image_size, channels=channels,
-                       on_bad_image=data.on_bad_image)
+                       on_bad_image=data.on_bad_image, masks=masks)
   if name.startswith("mpi3d/") and name in SOURCES:
     return MPI3D(data.dir, variant=name[len("mpi3d/"):], resolution=image_size,
                  channels=channels)
@@ -58,9 +74,11 @@ def build_source(data: ml_collections.ConfigDict, *, image_size: int,
 
 
 def source_of(config) -> Source:
-  """The source of `config.data` at the model's image size and channels."""
+  """The source of `config.data` at the model's image size and channels, with
+  region maps when config.subspaces names blocks."""
   return build_source(config.data, image_size=config.model.image_size,
-                      channels=config.model.in_channels)
+                      channels=config.model.in_channels,
+                      regions=bool(tuple(config.subspaces.blocks)))
 
 
 def images_at(source: Source, rows) -> np.ndarray:
@@ -90,8 +108,8 @@ def build_pipeline(config: ml_collections.ConfigDict, source: Source,
                        num_threads=config.data.num_threads, prefetch=config.data.prefetch)
 
 
-__all__ = ["SOURCES", "BatchPlan", "Cars3D", "CorruptImageError", "DatasetNotFoundError",
-           "FactorSpace", "ImageFolder", "InputPipeline", "MPI3D", "ProceduralDSprites",
-           "ProceduralShapes3D", "Source", "UnsupportedFormatError", "build_pipeline",
+__all__ = ["REGION_SOURCES", "SOURCES", "BatchPlan", "Cars3D", "CorruptImageError",
+           "DatasetNotFoundError", "FactorSpace", "ImageFolder", "InputPipeline", "MPI3D",
+           "MaskError", "ProceduralDSprites", "ProceduralShapes3D", "RegionMasks", "Source", "UnsupportedFormatError", "build_pipeline",
            "build_source", "images_at", "source_of", "spread_images", "spread_rows",
            "to_model_range"]

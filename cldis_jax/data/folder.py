@@ -33,7 +33,9 @@ class ImageFolder(Source):
   in path order instead, so batches keep their size and stay deterministic."""
 
   def __init__(self, path: str, *, resolution: int, channels: int = 3,
-               on_bad_image: str = "raise"):
+               on_bad_image: str = "raise", masks=None):
+    """`masks`: a `RegionMasks`, whose label maps every example then carries
+    as `region` (checked for every image at start-up)."""
     check_channels(f"image folder {path}", channels, (1, 3))
     if on_bad_image not in BAD_IMAGE_POLICIES:
       raise errors.ConfigError(f"on_bad_image {on_bad_image!r} is not one of {BAD_IMAGE_POLICIES}")
@@ -53,7 +55,13 @@ class ImageFolder(Source):
     self.image_shape = (resolution, resolution, channels)
     self.skipped: set[str] = set()
     self._lock = threading.Lock()
+    self.masks = masks
+    self.region_names = masks.region_names if masks is not None else None
     self.scan()
+    if masks is not None:
+      for image_path in self.files:
+        if image_path not in self.skipped:
+          masks.check(self._relative(image_path), image_path)
 
   def scan(self) -> dict[str, int]:
     """Checks every file's header and end before training starts; returns
@@ -89,13 +97,20 @@ class ImageFolder(Source):
     for offset in range(len(self.files)):
       path = self.files[(index + offset) % len(self.files)]
       try:
-        return {"image": self.load(path)}
+        example = {"image": self.load(path)}
       except CorruptImageError as error:
         if self.on_bad_image == "raise":
           raise CorruptImageError(f"{error}. Remove the file, or set "
                                   "config.data.on_bad_image='skip' to skip such files.")
         self._note_skipped(path, error)
+        continue
+      if self.masks is not None:
+        example["region"] = self.masks.load(self._relative(path), self.resolution)
+      return example
     raise DatasetNotFoundError(f"no image under {self.path!r} could be read")
+
+  def _relative(self, path: str) -> str:
+    return os.path.relpath(path, self.path)
 
   def load(self, path: str) -> np.ndarray:
     """One file -> uint8 resolution x resolution x channels."""

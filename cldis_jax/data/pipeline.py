@@ -92,7 +92,7 @@ class InputPipeline:
   its devices hold. Without one, `iterate()` gives this process's numpy rows,
   where `process_index` / `process_count` pick a contiguous block of them.
   Every batch has `image` (float32 in [-1, 1]), `index` (dataset rows) and the
-  source's labels (`factors`, `attributes`) where it has them.
+  source's labels (`factors`, `attributes`, `region` maps) where it has them.
   """
 
   def __init__(self, source: Source, plan: BatchPlan, *, sharding=None,
@@ -121,9 +121,11 @@ class InputPipeline:
     indices = self.plan.indices(step)[self.rows]
     flips = self.plan.flips(step)[self.rows]
     batch = self._read(indices)
-    images = batch.pop("image")
-    images = np.where(flips[:, None, None, None], images[:, :, ::-1], images)
-    out = {"image": to_model_range(images), "index": indices.astype(np.int32)}
+    for key in ("image", "region"):  # flip each row's pixel maps together
+      if key in batch:
+        flip = flips.reshape((-1,) + (1,) * (batch[key].ndim - 1))
+        batch[key] = np.where(flip, batch[key][:, :, ::-1], batch[key])
+    out = {"image": to_model_range(batch.pop("image")), "index": indices.astype(np.int32)}
     out.update({k: v.astype(np.int32) for k, v in batch.items()})
     return out
 

@@ -27,6 +27,10 @@ HUES = np.arange(10) / 10.0
 SCALES = np.linspace(0.75, 1.25, 8)
 ORIENTATIONS_DEG = np.linspace(-30.0, 30.0, 15)
 _GEOMETRY_SIZES = FACTORS.sizes[3:]  # (scale, shape, orientation)
+# The image's regions, in the order of their hue factors; `regions_of` maps
+# each pixel to the one that covers most of it.
+REGIONS = ("floor", "wall", "object")
+_SHADING = 4  # layers 0-3: shaded floor, wall, object and the highlight; 4-6: coverage
 
 _WALL_Z = 2.2  # back wall: the plane z = _WALL_Z; the floor is y = 0
 _CAMERA_RADIUS, _CAMERA_HEIGHT, _LOOK_AT_HEIGHT = 3.3, 1.5, 0.45
@@ -179,9 +183,11 @@ def _camera_rays(orientation_deg, resolution):
 
 def render_layers(geometry: np.ndarray, resolution: int, supersample: int = 2) -> np.ndarray:
   """The hue-independent part of the image: [N, 3] (scale, shape, orientation)
-  indices -> [N, 4, H, W] float32 maps: the shaded coverage of floor, wall and
-  object, and the object's specular highlight. An image is a fixed linear
-  combination of these with its three colours (`compose`)."""
+  indices -> [N, 7, H, W] float32 maps: the shaded coverage of floor, wall and
+  object, the object's specular highlight, and the plain coverage (the share
+  of each pixel's rays) of floor, wall and object. An image is a fixed linear
+  combination of the first four with its three colours (`compose`); the last
+  three give its regions (`regions_of`)."""
   geometry = np.asarray(geometry).reshape(-1, 3)
   return layers_at(SCALES[geometry[:, 0]], geometry[:, 1], ORIENTATIONS_DEG[geometry[:, 2]],
                    resolution, supersample)
@@ -224,27 +230,34 @@ def layers_at(scale, shape, orientation_deg, resolution: int,
   specular = np.where(is_obj, 0.35 * np.maximum(_dot(normal, half_vector), 0.0)**24, 0.0)
 
   shade = (_AMBIENT + (1 - _AMBIENT) * diffuse * lit) * occlusion * falloff
-  layers = np.stack([shade * is_floor, shade * is_wall, shade * is_obj, specular], 1)
-  layers = layers.reshape(n_img, 4, resolution, supersample, resolution, supersample)
+  layers = np.stack([shade * is_floor, shade * is_wall, shade * is_obj, specular,
+                     is_floor, is_wall, is_obj], 1)
+  layers = layers.reshape(n_img, -1, resolution, supersample, resolution, supersample)
   return layers.mean(axis=(3, 5)).astype(np.float32)
 
 
+def regions_of(layers: np.ndarray) -> np.ndarray:
+  """[N, 7, H, W] layers -> [N, H, W] uint8 region map: each pixel's index in
+  REGIONS (floor 0, wall 1, object 2), the region most of its rays hit."""
+  return np.argmax(layers[:, _SHADING:], axis=1).astype(np.uint8)
+
+
 def compose(layers: np.ndarray, factors: np.ndarray) -> np.ndarray:
-  """[N, 4, H, W] layers and [N, 6] factors -> [N, H, W, 3] uint8 images."""
+  """[N, 7, H, W] layers and [N, 6] factors -> [N, H, W, 3] uint8 images."""
   factors = np.asarray(factors).reshape(-1, 6)
   image = compose_hues(layers, HUES[factors[:, :3]])
   return np.round(image * 255.0).astype(np.uint8)
 
 
 def compose_hues(layers: np.ndarray, hues: np.ndarray) -> np.ndarray:
-  """[N, 4, H, W] layers and [N, 3] real (floor, wall, object) hues in [0, 1)
+  """[N, 7, H, W] layers and [N, 3] real (floor, wall, object) hues in [0, 1)
   -> [N, H, W, 3] float images in [0, 1]."""
   hues = np.asarray(hues).reshape(-1, 3)
   colors = np.stack([hsv_to_rgb(hues[:, 0], 0.7, 0.9),     # floor
                      hsv_to_rgb(hues[:, 1], 0.6, 0.85),    # wall
                      hsv_to_rgb(hues[:, 2], 0.85, 0.95),   # object
                      np.ones((len(hues), 3))], 1).astype(np.float32)  # highlight
-  return np.clip(np.einsum("nkhw,nkc->nhwc", layers, colors), 0.0, 1.0)
+  return np.clip(np.einsum("nkhw,nkc->nhwc", layers[:, :_SHADING], colors), 0.0, 1.0)
 
 
 def geometry_of(factors: np.ndarray) -> np.ndarray:
@@ -259,22 +272,37 @@ def render(factors: np.ndarray, resolution: int, supersample: int = 2) -> np.nda
 
 
 class ProceduralShapes3D(RenderedSource):
-  """Shapes3D-like ground-truth source rendered on demand (no download)."""
+  """Shapes3D-like ground-truth source rendered on demand (no download). With
+  `regions`, every example also has `region`: its [H, W] uint8 region map
+  (indices into REGIONS, `region_names`)."""
 
-  def __init__(self, resolution: int = 64, cache_mb: float = 512, supersample: int = 2):
+  def __init__(self, resolution: int = 64, cache_mb: float = 512, supersample: int = 2,
+               regions: bool = False):
     """`cache_mb` bounds the cache of hue-independent layers: all 480 take
-    480 * 16 * resolution**2 bytes (31 MB at 64 px, 126 MB at 128 px)."""
+    480 * 28 * resolution**2 bytes (55 MB at 64 px, 220 MB at 128 px)."""
     super().__init__("procedural/shapes3d", FACTORS, resolution, 3, supersample)
     self.layer_cache = ImageCache(int(cache_mb * 2**20))
+    self.region_names = REGIONS if regions else None
 
   def render_all_layers(self) -> None:
     """Fills the layer cache (every later image is a cheap composition)."""
     self._layers(range(int(np.prod(_GEOMETRY_SIZES))))
 
   def render(self, factors):
+    return compose(self._layers_of(factors), factors)
+
+  def __getitems__(self, indices):
+    factors = self.factor_space.factors_of(np.asarray(indices, np.int64).reshape(-1))
+    layers = self._layers_of(factors)
+    out = {"image": compose(layers, factors), "factors": factors}
+    if self.region_names:
+      out["region"] = regions_of(layers)
+    return out
+
+  def _layers_of(self, factors) -> np.ndarray:
     keys = np.ravel_multi_index(geometry_of(factors).T, _GEOMETRY_SIZES)
     layers = self._layers(np.unique(keys))
-    return compose(np.stack([layers[int(k)] for k in keys]), factors)
+    return np.stack([layers[int(k)] for k in keys])
 
   def _layers(self, keys) -> dict[int, np.ndarray]:
     """Layers of the given geometry keys, rendering (and caching) the missing ones."""

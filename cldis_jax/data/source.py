@@ -1,7 +1,8 @@
 """The data-source interface shared by every dataset, like `tfds.data_source`.
 
 A source is random access: `len(source)`, `source[i]` -> dict with `image`
-(uint8, H x W x C) and, where known, `factors` (int vector), and
+(uint8, H x W x C) and, where known, `factors` (int vector) and `region` (an
+H x W uint8 map of indices into `source.region_names`), and
 `source.__getitems__(indices)` -> the same dict with a leading batch axis.
 Sources with ground truth carry a `FactorSpace` and answer `index_of(factors)`
 / `factors_of(index)`, so a metric can sample with one factor held fixed.
@@ -63,6 +64,7 @@ class Source:
   name: str = "source"
   image_shape: tuple[int, int, int]
   factor_space: FactorSpace | None = None
+  region_names: tuple[str, ...] | None = None  # what `region` maps hold, if they exist
 
   def __len__(self) -> int:
     raise NotImplementedError
