@@ -13,6 +13,8 @@
   # with labelled factors (model.labels):
   cols = model.set_factor(x, "floor_hue", range(10))  # each value: (N, 10, H, W, C)
   mid = model.blend_factor(x, "floor_hue", 2, 7, np.linspace(0, 1, 5))
+  # with subspaces (config.subspaces):
+  moved = model.swap(x, donors, "floor")  # x's floor block from each donor: (N, M, H, W, C)
 
 Every method takes images as uint8 (0..255) or float in [-1, 1] (within
 `FLOAT_TOLERANCE`), shaped (N, H, W, C) or (H, W, C) at the model's size,
@@ -35,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cldis_jax import (checkpoint, codes, data, errors, grids, inference, models as models_lib,
-                       navigation, trained)
+                       navigation, subspaces, trained)
 from cldis_jax.data.folder import load_image
 
 KINDS = ("navigation", "mu_s")  # directions; edit.directions also takes "labels"
@@ -281,6 +283,36 @@ class Trained(trained.Run):
     return np.asarray(inference.decode_with_factor(
         self.models, self.decode_process, self.params, f, z, x_T,
         jnp.asarray(factor_codes, jnp.float32)))
+
+  # --- subspaces -----------------------------------------------------------------------
+
+  @property
+  def blocks(self) -> tuple[str, ...]:
+    """The named blocks of z_sem (config.subspaces.blocks); empty if none."""
+    return tuple(self.config.subspaces.blocks)
+
+  def block_index(self, block) -> int:
+    """A block named or numbered -> its index."""
+    if block in self.blocks:
+      return self.blocks.index(block)
+    if isinstance(block, (int, np.integer)) and 0 <= block < len(self.blocks):
+      return int(block)
+    valid = (f"{', '.join(self.blocks)} or 0..{len(self.blocks) - 1}" if self.blocks else
+             "none: this run has no subspaces (config.subspaces.blocks is empty)")
+    raise InputError(f"block {block!r} does not exist; valid: {valid}")
+
+  def swap(self, a, b, block) -> np.ndarray:
+    """Each image of `a` with `block` of its code taken from each image of
+    `b`, everything else kept -> (N_a, N_b, H, W, C), decoded from a's DDIM
+    inversion (where b is a itself, the reconstruction)."""
+    start, stop = subspaces.block_bounds(self.config.subspaces.sizes)[self.block_index(block)]
+    a, b = self._batch(a, "a"), self._batch(b, "b")
+    z_a = inference.encode(self.models, self.params, a)
+    z_b = inference.encode(self.models, self.params, b)
+    x_T = inference.invert(self.models, self.invert_process, self.params, a, z_a)
+    return np.asarray(inference.decode_with_part(
+        self.models, self.decode_process, self.params, (int(start), int(stop)), z_a, x_T,
+        z_b[:, start:stop]))
 
   def interpolate(self, x_a, x_b, alphas) -> np.ndarray:
     """Image pairs -> (N, F, H, W, C) at alphas (F,) in [0, 1]: z_sem linear,

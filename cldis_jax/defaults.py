@@ -192,6 +192,9 @@ def base_config() -> ml_collections.ConfigDict:
       swap_pairs=0,  # images per batch that get a block swapped in; 0: batch_size // 4
       independence="hsic",  # between blocks: "hsic", "cross_covariance" or "none"
       w_independence=1.0,
+      # Evaluation only: the ground-truth factor each block should carry
+      # (e.g. "floor_hue"), read by an oracle on swapped images; empty: none.
+      factors=(),
   ))
 
   config.train = ml_collections.ConfigDict(dict(
@@ -259,7 +262,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.edit = ml_collections.ConfigDict(dict(
       images=(),  # image files (any size; resized and centre-cropped); or --images
       dataset_images=4,  # with no files: this many images spread over config.data
-      directions="navigation",  # "navigation" (learned) or "mu_s" (axes of mu_s via the head)
+      # "navigation" (learned), "mu_s" (axes of mu_s via the head), "labels"
+      # (each value of each labelled factor) or "swaps" (each block of
+      # config.subspaces swapped between the images)
+      directions="navigation",
       which=(),  # direction indices to edit along; empty: all
       strength=3.0,  # columns sweep [-strength, strength] std along the direction
       num_strengths=7,  # odd: the middle column (strength 0) is the reconstruction
@@ -275,8 +281,9 @@ def base_config() -> ml_collections.ConfigDict:
       every=0,  # training: evaluate every N steps and at the end (0: never)
       representations=("mu_s", "vae_mu", "z_sem_pca"),
       metrics=("factor_vae", "beta_vae", "mig", "dci", "sap", "modularity", "tad", "ctd",
-               "factor_response", "labels"),
+               "factor_response", "labels", "subspaces"),
       labels_edit_images=64,  # "labels": images edited per labelled factor
+      swap_images=64,  # "subspaces": images that get each block swapped in
       encode_batch=256,
       encode_all=False,  # True: encode every image first (DisDiff's route; same numbers)
       dci_workers=0,  # processes fitting DCI's per-factor trees (0: one per core; same numbers)

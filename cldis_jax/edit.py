@@ -16,6 +16,11 @@ DDIM from the same x_T (`edit.decode_steps`). Written to
   `labels_<factor>.png`, one per labelled factor (`edit.which`: their
   indices): the input, the reconstruction (framed), then the factor set to
   each of its values in order, everything else kept;
+- with `edit.directions = "swaps"` (a run with subspaces) instead
+  `swap_<block>.png`, one per block (`edit.which`: their indices): a matrix
+  whose top row holds the donors and left column the images, and whose cell
+  (i, j) is image i with the block's code from image j (the diagonal: the
+  reconstructions);
 - `interpolation.png` (with two images or more): rows = pairs (0, 1), (2, 3),
   ...; the inputs at both ends, between them z_sem interpolated linearly and
   x_T spherically;
@@ -29,6 +34,8 @@ from absl import logging
 import numpy as np
 
 from cldis_jax import api, config_lib, data, errors, grids, trained, writer as writer_lib
+
+EDITS = api.KINDS + ("labels", "swaps")  # what edit.directions takes
 
 
 def strengths_of(edit_config) -> np.ndarray:
@@ -51,12 +58,14 @@ def run(config, workdir: str) -> dict:
   config_lib.check_config(config)
   trained.one_process("edit")
   e = config.edit
-  if e.directions not in api.KINDS + ("labels",):
-    raise errors.ConfigError(f"edit.directions {e.directions!r} is not one of "
-                             f"{api.KINDS + ('labels',)}")
+  if e.directions not in EDITS:
+    raise errors.ConfigError(f"edit.directions {e.directions!r} is not one of {EDITS}")
   if e.directions == "labels" and not config.model.labels.factors:
     raise errors.ConfigError("edit.directions = 'labels' needs a run with labelled factors "
                              "(model.labels.factors is empty)")
+  if e.directions == "swaps" and not config.subspaces.blocks:
+    raise errors.ConfigError("edit.directions = 'swaps' needs a run with subspaces "
+                             "(config.subspaces.blocks is empty)")
   strengths = strengths_of(e)
   names = list(e.images)
   files = api.load_images(names, config) if names else None  # checked before anything else
@@ -69,6 +78,8 @@ def run(config, workdir: str) -> dict:
   scale = grids.scale_for(config.model.image_size)
   if e.directions == "labels":
     files, summary = _label_edits(config, model, x, out_dir, scale)
+  elif e.directions == "swaps":
+    files, summary = _swap_edits(config, model, x, out_dir, scale)
   else:
     files, summary = _direction_edits(config, model, x, strengths, out_dir, scale)
   if e.interpolation_steps and len(x) >= 2:
@@ -117,3 +128,23 @@ def _label_edits(config, model, x, out_dir, scale):
                                 grids.tile(grids.to_uint8(cells), marked_column=1), scale))
     values[name] = value_names(config, name, size)
   return files, dict(which=which, values=values)
+
+
+def swap_grid(x, swapped) -> np.ndarray:
+  """Images x (N, H, W, C) and swapped (N, N, H, W, C) in [-1, 1] -> uint8
+  grid: donors across the top, images down the left, a blank corner."""
+  x = np.asarray(x)
+  top = np.concatenate([np.ones_like(x[:1]), x])[None]
+  rows = np.concatenate([x[:, None], swapped], axis=1)
+  return grids.tile(grids.to_uint8(np.concatenate([top, rows])))
+
+
+def _swap_edits(config, model, x, out_dir, scale):
+  """One swap matrix per block of the code."""
+  which = list(config.edit.which) or list(range(len(model.blocks)))
+  files = []
+  for k in which:
+    name = model.blocks[model.block_index(k)]
+    files.append(grids.save_png(os.path.join(out_dir, f"swap_{name}.png"),
+                                swap_grid(x, model.swap(x, x, name)), scale))
+  return files, dict(which=which, blocks=[model.blocks[k] for k in which])

@@ -30,7 +30,10 @@ HEADLINE = (("factor_vae", "eval_accuracy", "FactorVAE"), ("beta_vae", "eval_acc
             ("factor_response", "concentration", "probe concentration"),
             ("classifier", "mean", "classifier accuracy"),
             ("residual_probe", "labelled_excess", "residual leak"),
-            ("edit", "target", "edit target"), ("edit", "kept", "edit kept"))
+            ("edit", "target", "edit target"), ("edit", "kept", "edit kept"),
+            ("swap", "out_of_region", "swap out-of-region"), ("swap", "target", "swap target"),
+            ("swap", "kept", "swap kept"), ("dependence", "hsic", "block HSIC"),
+            ("dependence", "cross_covariance", "block cross-corr"))
 
 
 def headline(summary) -> dict[str, float]:

@@ -17,6 +17,8 @@ grid per representation, and returns the results.
 - factor_response (sources with ground-truth factors): on the same
   traversals, how far a CNN probe's prediction of each factor moves along each
   direction (`metrics.factor_probe`).
+- labels / subspaces (runs with labelled factors / with subspaces): their own
+  columns (`labelled_eval`, `subspace_eval`).
 
 `--mode=evaluate` on a workdir where `--mode=navigate` has run also scores
 the learned directions ("navigation") with the traversal metrics, next to the
@@ -31,15 +33,17 @@ import numpy as np
 
 from cldis_jax import (checkpoint, codes as codes_lib, data, diffusion, errors, eval_report,
                        grids, inference, labelled_eval, models as models_lib, navigation,
-                       trained)
+                       subspace_eval, trained)
 from cldis_jax.metrics import (beta_vae, ctd, dci, factor_probe, factor_vae, mig, modularity,
                                protocol, sap, tad)
 
 SUPERVISED = ("factor_vae", "beta_vae", "mig", "dci", "sap", "modularity")
 TRAVERSAL = ("ctd", "factor_response")  # computed on decoded traversals
-# "labels": ZeroDIM's protocol for runs with labelled factors (labelled_eval.py),
-# reported as its own column; nothing to compute for other runs.
-METRICS = SUPERVISED + ("tad",) + TRAVERSAL + ("labels",)
+# "labels": ZeroDIM's protocol for runs with labelled factors (labelled_eval.py);
+# "subspaces": swaps and dependence for runs with subspaces (subspace_eval.py).
+# Each is reported as its own column; nothing to compute for other runs.
+OWN_COLUMNS = ("labels", "subspaces")
+METRICS = SUPERVISED + ("tad",) + TRAVERSAL + OWN_COLUMNS
 
 
 def _supervised(name, ground_truth, representation, e):
@@ -198,8 +202,10 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
   labelled = "labels" in e.metrics and models.labels is not None
   if labelled and ground_truth is None:  # labels from a file: nothing to score them on
     skipped["labels"], labelled = f"{source.name} has no ground-truth factors", False
+  swaps = "subspaces" in e.metrics and bool(config.subspaces.blocks)
+  oracle_wanted = swaps and bool(config.subspaces.factors) and ground_truth is not None
   probe = (timed("probe", lambda: _train_probe(config, source))
-           if "factor_response" in wanted or labelled else None)
+           if "factor_response" in wanted or labelled or oracle_wanted else None)
   x0 = data.images_at(source, table.reference[:e.ctd.num_sources])
 
   def traversals(name, frames_fn):
@@ -211,7 +217,7 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
   for rep in e.representations:
     results[rep] = {}
     for m in e.metrics:
-      if m not in skipped and m not in TRAVERSAL + ("labels",):
+      if m not in skipped and m not in TRAVERSAL + OWN_COLUMNS:
         logging.info("evaluating %s on %s", m, rep)
         results[rep][m] = timed(f"{m} on {rep}", lambda: (
             _supervised(m, ground_truth, table.representation(rep), e) if m in SUPERVISED
@@ -222,6 +228,10 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
   if labelled:
     logging.info("evaluating the labelled factors (ZeroDIM's protocol)")
     results["labels"] = timed("labels", lambda: labelled_eval.evaluate_labels(
+        config, models, params, source, probe))
+  if swaps:
+    logging.info("evaluating the subspaces (swaps and dependence)")
+    results["subspaces"] = timed("subspaces", lambda: subspace_eval.evaluate_subspaces(
         config, models, params, source, probe))
   for name, (dirs, sigma) in (directions or {}).items():
     if wanted:

@@ -68,18 +68,29 @@ def diffae_traversals(models, process: diffusion.Diffusion, params, x0, directio
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 3))
-def decode_with_factor(models, process: diffusion.Diffusion, params, f: int, z_sem, x_T,
-                       factor_codes):
-  """Codes z_sem (N, code_dim) with x_T (N, H, W, C), labelled factor f's code
-  set to each of factor_codes (V, factor_dim) -> (N, V, H, W, C) by DDIM."""
-  n, v = z_sem.shape[0], factor_codes.shape[0]
+def decode_with_part(models, process: diffusion.Diffusion, params, part: tuple[int, int],
+                     z_sem, x_T, part_codes):
+  """Codes z_sem (N, code_dim) with x_T (N, H, W, C), the dims [start, stop)
+  of `part` set to each row of part_codes (V, stop - start) -> (N, V, H, W,
+  C) by DDIM (a labelled factor set to each value, a block swapped in from
+  each donor)."""
+  n, v = z_sem.shape[0], part_codes.shape[0]
   codes = jnp.broadcast_to(z_sem[:, None], (n, v, z_sem.shape[-1]))
-  codes = codes.at[:, :, factor_slice(models.labels, f)].set(
-      jnp.broadcast_to(factor_codes[None], (n,) + factor_codes.shape))
+  codes = codes.at[:, :, part[0]:part[1]].set(
+      jnp.broadcast_to(part_codes[None], (n,) + part_codes.shape))
   noise = jnp.broadcast_to(x_T[:, None], (n, v) + x_T.shape[1:])
   images = process.ddim_sample(_eps_fn(models, params, codes.reshape(n * v, -1)),
                                noise.reshape((n * v,) + x_T.shape[1:]))
   return images.reshape((n, v) + x_T.shape[1:])
+
+
+def decode_with_factor(models, process: diffusion.Diffusion, params, f: int, z_sem, x_T,
+                       factor_codes):
+  """Labelled factor f's code set to each of factor_codes (V, factor_dim) ->
+  (N, V, H, W, C) (`decode_with_part`)."""
+  part = factor_slice(models.labels, f)
+  return decode_with_part(models, process, params, (part.start, part.stop), z_sem, x_T,
+                          factor_codes)
 
 
 def slerp(a, b, alpha):

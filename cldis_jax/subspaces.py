@@ -205,9 +205,15 @@ def swap_inputs(config, batch):
 def subspace_terms(s, denoise, z_sem, condition, x0, x_t, t, eps_pred, process, rng):
   """The swap, match and independence terms (`s` from `swap_inputs`) for one
   batch whose eps prediction at (x_t, t) with its own code is `eps_pred`.
-  `condition` maps codes to what the denoiser sees. Returns (weighted sum,
-  terms)."""
-  n, sizes = s["pairs"], s["sizes"]
+  `condition` maps codes to what the denoiser sees. The swapped prediction
+  (one more denoiser pass on `pairs` images) is made only when a swap term
+  has weight. Returns (weighted sum, terms)."""
+  sizes = s["sizes"]
+  terms = dict(dependence=dependence(z_sem, sizes, s["independence"]))
+  loss = s["w_independence"] * terms["dependence"]
+  if not (s["w_swap"] or s["w_match"]):
+    return loss, terms
+  n = s["pairs"]
   block = jax.random.randint(rng, (n,), 0, len(sizes))
   donor = jnp.roll(jnp.arange(x0.shape[0]), 1)[:n]  # A = row i, B = row i - 1
   z_swapped = swap(z_sem[:n], z_sem[donor], block, sizes)
@@ -215,10 +221,9 @@ def subspace_terms(s, denoise, z_sem, condition, x0, x_t, t, eps_pred, process, 
   target_region = jnp.asarray(s["block_regions"])[block][:, None, None]
   region = s["region"]
   outside = (region[:n] != target_region).astype(jnp.float32)
-  terms = dict(swap=jnp.mean(outside_change(eps_swapped, jax.lax.stop_gradient(eps_pred[:n]),
-                                            outside)),
-               dependence=dependence(z_sem, sizes, s["independence"]))
-  loss = s["w_swap"] * terms["swap"] + s["w_independence"] * terms["dependence"]
+  terms["swap"] = jnp.mean(outside_change(eps_swapped, jax.lax.stop_gradient(eps_pred[:n]),
+                                          outside))
+  loss = loss + s["w_swap"] * terms["swap"]
   if s["w_match"]:
     inside = ((region[:n] == target_region) & (region[donor] == target_region)).astype(
         jnp.float32)
