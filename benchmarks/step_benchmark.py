@@ -5,6 +5,7 @@ config and batch size.
 
   python benchmarks/step_benchmark.py --config configs/test.py --batch 4
   python benchmarks/step_benchmark.py --config configs/quickstart.py --parts cldis
+  python benchmarks/step_benchmark.py --config configs/shapes3d_subspaces.py --parts cldis
   python benchmarks/step_benchmark.py --config configs/ffhq.py:64 --batch 8 \
       --config.model.dtype=float32
 
@@ -43,8 +44,8 @@ import optax
 
 import numpy as np
 
-from cldis_jax import (diffusion, models, navigation, objective, parallel, supervision,
-                       train_step)
+from cldis_jax import (diffusion, models, navigation, objective, parallel, subspaces,
+                       supervision, train_step)
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/test.py", "Config file (path[:arg]).")
@@ -182,8 +183,13 @@ def sample_fn(config, diffae, steps):
 
 
 def step_inputs(config, x0, mesh) -> dict:
-  """The train step's batch: x0, and with labelled factors random labels (a
-  quarter of them unknown) and a labelled batch (the cost is the same)."""
+  """The train step's batch: x0, with subspaces random region maps, and with
+  labelled factors random labels (a quarter of them unknown) and a labelled
+  batch (the cost is the same)."""
+  if subspaces.enabled(config):
+    regions = len(subspaces.data_regions(config))
+    maps = np.random.default_rng(0).integers(0, regions, x0.shape[:3]).astype(np.int32)
+    return {"image": x0, "region": jax.device_put(maps, parallel.batch_sharding(mesh))}
   if not supervision.enabled(config):
     return {"image": x0}
   few = supervision.labelled_batch_size(config, mesh.size)

@@ -299,6 +299,15 @@ def test_training_changes_name_what_is_trained_and_pass_the_schedule():
       "train.batch_size: 4 -> 8"]
 
 
+def test_a_key_added_since_the_checkpoint_counts_only_when_it_leaves_its_default():
+  new = _config()
+  old = new.copy_and_resolve_references()
+  del old.subspaces  # a checkpoint from before config.subspaces existed
+  assert config_lib.training_changes(old, new) == []
+  new.subspaces.w_swap = 2.0
+  assert config_lib.training_changes(old, new) == ["subspaces.w_swap: (absent) -> 2.0"]
+
+
 @pytest.mark.slow
 def test_resuming_with_another_seed_stops_naming_it_unless_allowed(finished, tmp_path):
   workdir = _copy(finished, tmp_path)
