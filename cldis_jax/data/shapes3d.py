@@ -292,11 +292,9 @@ class ProceduralShapes3D(RenderedSource):
     return compose(self._layers_of(factors), factors)
 
   def __getitems__(self, indices):
-    factors = self.factor_space.factors_of(np.asarray(indices, np.int64).reshape(-1))
-    layers = self._layers_of(factors)
-    out = {"image": compose(layers, factors), "factors": factors}
-    if self.region_names:
-      out["region"] = regions_of(layers)
+    out = super().__getitems__(indices)
+    if self.region_names:  # the layers are cached by now
+      out["region"] = regions_of(self._layers_of(out["factors"]))
     return out
 
   def _layers_of(self, factors) -> np.ndarray:
