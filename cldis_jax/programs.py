@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax.sharding import SingleDeviceSharding
 
 from cldis_jax import (codes, diffusion, errors, inference, models as models_lib, navigation,
-                       parallel, supervision, train_step)
+                       parallel, subspaces, supervision, train_step)
 
 NAMES = ("train", "navigate", "encode", "invert", "decode", "traverse")
 
@@ -53,9 +53,12 @@ def _key(sharding):
 
 
 def _train_batch(config, batch: int, sharding) -> dict:
-  """The train step's `batch` argument: images, and with labelled factors the
-  labels and the labelled batch."""
+  """The train step's `batch` argument: images, with subspaces the region
+  maps, and with labelled factors the labels and the labelled batch."""
   out = {"image": _images(config, batch, sharding)}
+  if subspaces.enabled(config):
+    size = config.model.image_size
+    out["region"] = jax.ShapeDtypeStruct((batch, size, size), jnp.int32, sharding=sharding)
   if supervision.enabled(config):
     k = len(supervision.factors_of(config))
     few = supervision.labelled_batch_size(config, len(sharding.device_set))

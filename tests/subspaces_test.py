@@ -255,3 +255,11 @@ def test_a_tiny_run_with_subspaces_trains_evaluates_and_writes_swap_grids(tmp_pa
   config.edit.update(dict(directions="swaps", which=(0, 2), interpolation_steps=0))
   out = edit.run(config, workdir)
   assert [os.path.basename(f) for f in out["files"]] == ["swap_floor.png", "swap_object.png"]
+
+
+def test_the_compiled_train_program_takes_the_region_maps(tiny_models):
+  from cldis_jax import programs  # pylint: disable=g-import-not-at-top
+  config = _subspace_config()
+  program = programs.train(config, tiny_models, jax.devices()[:1])
+  assert program.arguments["batch"]["region"].shape == (4, 16, 16)
+  assert "tensor<4x16x16xi32>" in program.lower().as_text()  # an input of the step
