@@ -32,6 +32,7 @@ from cldis_jax import (beta_controller, diffusion, distributions, errors, models
 
 BRANCHES = ("diffae", "vae")
 DT_DIRECTIONS = ("forward", "reverse")
+_SWAP_STREAM = 0x5a9  # seeds the swapped blocks apart from the step's other draws
 
 
 def check_objective(obj) -> None:
@@ -148,7 +149,7 @@ def closed_loop_loss(params, models, process, objective_config, beta, x0, rng,
   obj = objective_config
   use_diffae, use_vae = "diffae" in obj.branches, "vae" in obj.branches
   linked = use_diffae and use_vae
-  k_diff, k_drop, k_z, k_code, k_swap = jax.random.split(rng, 5)
+  k_diff, k_drop, k_z, k_code = jax.random.split(rng, 4)
   aux: dict[str, Any] = dict(loss_diff=_zero(), loss_vae=_zero(), vae_nll=_zero(),
                              vae_kl=_zero(), loss_dt=_zero(), beta=beta)
   loss = _zero()
@@ -176,6 +177,7 @@ def closed_loop_loss(params, models, process, objective_config, beta, x0, rng,
       if swapping is not None:
         conditioned = lambda z: models_lib.condition(
             models, params, z, None if noise is None else noise[:z.shape[0]])
+        k_swap = jax.random.fold_in(rng, _SWAP_STREAM)  # the other draws as without swaps
         weighted, terms = subspaces.subspace_terms(swapping, denoise, z_sem, conditioned, x0,
                                                    x_t, t, eps_pred, process, k_swap)
         aux.update({f"loss_{k}": v for k, v in terms.items()})
