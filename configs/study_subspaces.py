@@ -25,6 +25,9 @@ VARIANTS = {
     "cross_covariance_no_swap": {"subspaces.independence": "cross_covariance",
                                  "subspaces.w_swap": 0.0},
     "swap_only": {"subspaces.independence": "none"},
+    # The swap loss is also met by a decoder that ignores the blocks; the
+    # match term asks the swap to bring the donor's pixels.
+    "hsic_match": {"subspaces.w_match": 1.0},
 }
 
 
