@@ -249,6 +249,9 @@ def test_a_tiny_run_with_subspaces_trains_evaluates_and_writes_swap_grids(tmp_pa
   x = model.images(count=3)
   swapped = model.swap(x, x[:2], "wall")
   assert swapped.shape == (3, 2, 16, 16, 3)
+  recon = model.reconstruct(x)
+  for i in range(2):  # an image's own block: its reconstruction
+    np.testing.assert_allclose(swapped[i, i], recon[i], atol=1e-5)
   with pytest.raises(api.InputError, match="block 'sky' does not exist; valid: floor, wall, "
                                            "object or 0..2"):
     model.swap(x, x, "sky")
