@@ -129,7 +129,9 @@ def test_training_releases_the_lock_and_navigation_refuses_a_held_one(finished, 
 
 @pytest.mark.slow
 def test_a_second_training_on_a_workdir_stops_at_once_and_the_first_completes(tmp_path):
-  first = subprocess.Popen(_cli(tmp_path, "--config.train.num_steps=40",
+  # Long enough that the first still trains when the second has started up
+  # (40 steps were done first on an idle machine: the second then resumed).
+  first = subprocess.Popen(_cli(tmp_path, "--config.train.num_steps=400",
                                 "--config.train.log_every=5"),
                            env=subprocess_env(), cwd=REPO, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
@@ -137,13 +139,13 @@ def test_a_second_training_on_a_workdir_stops_at_once_and_the_first_completes(tm
     if "step 5/" in line:
       break
   start = time.time()
-  second = _run_cli(tmp_path, "--config.train.num_steps=40", "--config.optim.learning_rate=1e-3")
+  second = _run_cli(tmp_path, "--config.train.num_steps=400", "--config.optim.learning_rate=1e-3")
   assert time.time() - start < 60
   assert f"is in use by pid {first.pid}" in _error_line(second)
   _, err = first.communicate(timeout=300)
   assert first.returncode == 0, err[-3000:]
   metrics = json.loads((tmp_path / "metrics.json").read_text())
-  assert metrics["status"] == "completed" and metrics["step"] == 40
+  assert metrics["status"] == "completed" and metrics["step"] == 400
   stored = checkpoint.stored_config(str(tmp_path))
   assert stored.optim.learning_rate == 1e-4  # the first run's, untouched
 
