@@ -39,6 +39,7 @@ import numpy as np
 from cldis_jax import (checkpoint, codes, data, errors, grids, inference, models as models_lib,
                        navigation, subspaces, trained)
 from cldis_jax.data.folder import load_image
+from cldis_jax.models.labelled import factor_slice
 
 KINDS = ("navigation", "mu_s")  # directions; edit.directions also takes "labels"
 FLOAT_TOLERANCE = 1e-3  # float images may stray this far outside [-1, 1]
@@ -277,12 +278,17 @@ class Trained(trained.Run):
     return self._with_factor_codes(x, self.factor_index(factor), codes_)
 
   def _with_factor_codes(self, x, f: int, factor_codes) -> np.ndarray:
-    x = self._batch(x)
+    part = factor_slice(self.models.labels, f)
+    return self._with_part(self._batch(x), (part.start, part.stop), factor_codes)
+
+  def _with_part(self, x, part: tuple[int, int], part_codes) -> np.ndarray:
+    """Checked images x with code dims [start, stop) set to each row of
+    part_codes, decoded from x's inversion -> (N, V, H, W, C)."""
     z = inference.encode(self.models, self.params, x)
     x_T = inference.invert(self.models, self.invert_process, self.params, x, z)
-    return np.asarray(inference.decode_with_factor(
-        self.models, self.decode_process, self.params, f, z, x_T,
-        jnp.asarray(factor_codes, jnp.float32)))
+    return np.asarray(inference.decode_with_part(
+        self.models, self.decode_process, self.params, part, z, x_T,
+        jnp.asarray(part_codes, jnp.float32)))
 
   # --- subspaces -----------------------------------------------------------------------
 
@@ -307,12 +313,8 @@ class Trained(trained.Run):
     inversion (where b is a itself, the reconstruction)."""
     start, stop = subspaces.block_bounds(self.config.subspaces.sizes)[self.block_index(block)]
     a, b = self._batch(a, "a"), self._batch(b, "b")
-    z_a = inference.encode(self.models, self.params, a)
     z_b = inference.encode(self.models, self.params, b)
-    x_T = inference.invert(self.models, self.invert_process, self.params, a, z_a)
-    return np.asarray(inference.decode_with_part(
-        self.models, self.decode_process, self.params, (int(start), int(stop)), z_a, x_T,
-        z_b[:, start:stop]))
+    return self._with_part(a, (int(start), int(stop)), z_b[:, start:stop])
 
   def interpolate(self, x_a, x_b, alphas) -> np.ndarray:
     """Image pairs -> (N, F, H, W, C) at alphas (F,) in [0, 1]: z_sem linear,
