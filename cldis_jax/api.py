@@ -15,6 +15,9 @@
   mid = model.blend_factor(x, "floor_hue", 2, 7, np.linspace(0, 1, 5))
   # with subspaces (config.subspaces):
   moved = model.swap(x, donors, "floor")  # x's floor block from each donor: (N, M, H, W, C)
+  # with a latent DDIM (--mode=train_latent):
+  new = model.sample(16, seed=0)               # unconditional samples (16, H, W, C)
+  moved = model.sample_traversals(4, [-2, 0, 2], kind="mu_s")  # (4, d_v, 3, H, W, C)
 
 Every method takes images as uint8 (0..255) or float in [-1, 1] (within
 `FLOAT_TOLERANCE`), shaped (N, H, W, C) or (H, W, C) at the model's size,
@@ -27,17 +30,18 @@ Edit strengths are in standard deviations of the data along the direction:
 for a learned direction, the std of z_sem projected on it; for axis j of
 mu_s ("mu_s"), the std of mu_s[j], moved through the head's pseudo-inverse.
 Inversion and decoding use `config.edit.invert_steps` / `decode_steps` DDIM
-steps.
+steps; samples use `config.sample.latent_steps` / `image_steps`.
 """
 
+import copy
 from typing import Sequence
 
 from absl import logging
 import jax.numpy as jnp
 import numpy as np
 
-from cldis_jax import (checkpoint, codes, data, errors, grids, inference, models as models_lib,
-                       navigation, subspaces, trained)
+from cldis_jax import (checkpoint, codes, data, errors, grids, inference, latent,
+                       models as models_lib, navigation, subspaces, trained)
 from cldis_jax.data.folder import load_image
 from cldis_jax.models.labelled import factor_slice
 
@@ -91,7 +95,7 @@ class Trained(trained.Run):
     self.invert_process = self.process(e.invert_steps)
     self.decode_process = self.process(e.decode_steps)
     self.image_shape = (self.config.model.image_size,) * 2 + (self.config.model.in_channels,)
-    self._navigation = self._z_cov = None
+    self._navigation = self._z_cov = self._latent = None
 
   # --- inputs -----------------------------------------------------------------------
 
@@ -214,20 +218,30 @@ class Trained(trained.Run):
     """Every direction (or those in `which`) at each strength (F,), in std
     units -> (N, K, F, H, W, C); strength 0 is the reconstruction."""
     directions, sigma = self.directions(kind)
-    which = np.arange(len(directions)) if which is None else np.asarray(which, np.int64)
-    bad = [int(k) for k in which if not 0 <= k < len(directions)]
-    if bad:
-      raise InputError(f"direction indices {bad} out of range: {kind} has "
-                       f"{len(directions)} directions (0..{len(directions) - 1})")
-    strengths = _finite("strengths", _array("strengths", strengths, np.float32).reshape(-1))
-    if not len(strengths):
-      raise InputError("strengths is empty; give at least one strength (0: the reconstruction)")
+    which = self._which(directions, which, kind)
+    strengths = self._strengths(strengths)
     x = self._batch(x)
     z = inference.encode(self.models, self.params, x)
     x_T = inference.invert(self.models, self.invert_process, self.params, x, z)
     return np.asarray(inference.decode_along(
         self.models, self.decode_process, self.params, z, x_T,
         jnp.asarray(directions[which]), jnp.asarray(sigma[which, None] * strengths[None, :])))
+
+  @staticmethod
+  def _which(directions, which, kind: str) -> np.ndarray:
+    which = np.arange(len(directions)) if which is None else np.asarray(which, np.int64)
+    bad = [int(k) for k in which if not 0 <= k < len(directions)]
+    if bad:
+      raise InputError(f"direction indices {bad} out of range: {kind} has "
+                       f"{len(directions)} directions (0..{len(directions) - 1})")
+    return which
+
+  @staticmethod
+  def _strengths(strengths) -> np.ndarray:
+    strengths = _finite("strengths", _array("strengths", strengths, np.float32).reshape(-1))
+    if not len(strengths):
+      raise InputError("strengths is empty; give at least one strength (0: unchanged)")
+    return strengths
 
   def edit(self, x, direction: int, strengths, kind: str = "navigation") -> np.ndarray:
     """One direction at each strength (F,) -> (N, F, H, W, C)."""
@@ -328,3 +342,52 @@ class Trained(trained.Run):
     t_b = inference.invert(self.models, self.invert_process, self.params, x_b, z_b)
     return np.asarray(inference.interpolate(self.models, self.decode_process, self.params,
                                             z_a, z_b, t_a, t_b, jnp.asarray(alphas)))
+
+  # --- generation (the latent DDIM) ---------------------------------------------------
+
+  def _latent_model(self):
+    """(config with the latent DDIM's own latent.* settings, net, state)."""
+    if self._latent is None:
+      if self.workdir is None:
+        raise FileNotFoundError("this model was not loaded from a workdir, so it has no "
+                                "latent DDIM checkpoint")
+      stored, net, state = latent.restore(self.workdir)
+      config = copy.deepcopy(self.config)
+      config.latent = stored.latent
+      latent.check(config)
+      self._latent = (config, net, state)
+    return self._latent
+
+  @property
+  def latent_step(self) -> int:
+    """The latent DDIM checkpoint's step."""
+    return int(self._latent_model()[2].step)
+
+  def sample_all(self, n: int, seed: int = 0) -> dict:
+    """n unconditional samples -> {"images" (n, H, W, C) in [-1, 1], "z_sem"
+    (n, code_dim), "x_T"}: decode(z_sem, x_T) with sample.image_steps steps
+    gives the images again."""
+    if not isinstance(n, (int, np.integer)) or n < 1:
+      raise InputError(f"n = {n!r}: give the number of images, an integer >= 1")
+    config, net, state = self._latent_model()
+    return latent.generate(config, self.models, self.params, net, state, int(n), int(seed))
+
+  def sample(self, n: int, seed: int = 0) -> np.ndarray:
+    """n unconditional samples (n, H, W, C) in [-1, 1]; the same seed gives
+    the same images."""
+    return self.sample_all(n, seed)["images"]
+
+  def sample_traversals(self, n: int, strengths, kind: str = "mu_s", seed: int = 0,
+                        which: Sequence[int] | None = None) -> np.ndarray:
+    """The first n samples of `seed`, each moved along every direction (or
+    those in `which`) at each strength (F,) in std units -> (n, K, F, H, W,
+    C); strength 0 is the sample itself."""
+    directions, sigma = self.directions(kind)
+    which = self._which(directions, which, kind)
+    strengths = self._strengths(strengths)
+    drawn = self.sample_all(n, seed)
+    config = self._latent_model()[0]
+    return np.asarray(inference.decode_along(
+        self.models, self.process(config.sample.image_steps), self.params,
+        jnp.asarray(drawn["z_sem"]), jnp.asarray(drawn["x_T"]),
+        jnp.asarray(directions[which]), jnp.asarray(sigma[which, None] * strengths[None, :])))

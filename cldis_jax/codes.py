@@ -145,15 +145,33 @@ class CodeTable:
     return self.codes[name][self.reference].std(axis=0)
 
 
+def encode_z_sem(models, params, source, rows, *, batch_size: int = 256,
+                 devices=None) -> np.ndarray:
+  """The semantic codes (len(rows), code_dim) of `source`'s `rows`, each
+  batch split over the local devices (or `devices`)."""
+  mesh = parallel.data_mesh(jax.local_devices() if devices is None else devices)
+  params = jax.device_put(params, parallel.replicated(mesh))
+  batch_size = -(-batch_size // mesh.size) * mesh.size
+  out, start, last_log = [], time.perf_counter(), time.perf_counter()
+  for i in range(0, len(rows), batch_size):
+    chunk = rows[i:i + batch_size]
+    images = data.images_at(source, chunk)
+    images = np.concatenate([images, np.repeat(images[-1:], batch_size - len(chunk), axis=0)])
+    images = jax.device_put(images, parallel.batch_sharding(mesh))
+    z = encode_batch(models, params, images, ("diffae",))["z_sem"]
+    out.append(np.asarray(z, np.float32)[:len(chunk)])
+    if time.perf_counter() - last_log > 10:
+      last_log = time.perf_counter()
+      logging.info("encoded %d/%d images (%.0f img/s)", i + len(chunk), len(rows),
+                   (i + len(chunk)) / (last_log - start))
+  return np.concatenate(out)
+
+
 def zsem_moments(models, params, source, *, num_images: int, batch_size: int = 256,
                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """(mean [z_dim], covariance [z_dim, z_dim]) of z_sem over `num_images`
   images drawn without replacement from `source` (float64)."""
   rows = np.sort(np.random.RandomState(seed).choice(
       len(source), min(num_images, len(source)), replace=False))
-  z = []
-  for i in range(0, len(rows), batch_size):
-    images = data.images_at(source, rows[i:i + batch_size])
-    z.append(np.asarray(encode_batch(models, params, images)["z_sem"], np.float64))
-  z = np.concatenate(z)
+  z = encode_z_sem(models, params, source, rows, batch_size=batch_size).astype(np.float64)
   return z.mean(axis=0), np.cov(z, rowvar=False)

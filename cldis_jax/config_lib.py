@@ -58,7 +58,12 @@ MINIMUM_VALUES = {
     "navigate.batch_size": 1, "navigate.num_steps": 1, "navigate.log_every": 1,
     "navigate.checkpoint_every": 1, "navigate.keep_checkpoints": 1,
     "navigate.reference_images": 2, "edit.num_strengths": 1, "edit.invert_steps": 1,
-    "edit.decode_steps": 1,
+    "edit.decode_steps": 1, "latent.net.hidden_channels": 1, "latent.net.num_layers": 1,
+    "latent.net.time_embed_channels": 2, "latent.num_timesteps": 1, "latent.num_images": 0,
+    "latent.batch_size": 1, "latent.num_steps": 1, "latent.log_every": 1,
+    "latent.checkpoint_every": 1, "latent.keep_checkpoints": 1, "sample.num_images": 1,
+    "sample.latent_steps": 1, "sample.image_steps": 1, "sample.batch_size": 1,
+    "sample.edit_images": 0,
 }
 
 
@@ -93,7 +98,7 @@ def check_config(config, reference=None, where: str = "config") -> None:
 RESUMABLE_KEYS = ("train.num_steps", "train.log_every", "train.checkpoint_every",
                   "train.keep_checkpoints", "train.async_checkpoints", "data.num_threads",
                   "data.prefetch", "data.cache_mb", "data.cache_dir", "samples.", "navigate.",
-                  "edit.", "evaluate.", "study.", "compile.")
+                  "edit.", "evaluate.", "study.", "compile.", "latent.", "sample.")
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict:

@@ -39,7 +39,9 @@ _HEAD_NAMES = {
 }
 _BLOCK = re.compile(r"(input_blocks|output_blocks)_(\d+)_(\d+)|middle_block_(\d+)|time_embed_(\d+)")
 _ATTENTION_LAYERS = ("qkv", "proj_out")  # Conv1d (O, I, 1) in PyTorch, Dense here
-LATENT_PREFIX = "latent_net."  # the latent DDIM of *_latent checkpoints: not ours
+LATENT_PREFIX = "latent_net."  # the latent DDIM of *_latent checkpoints (latent_from_torch)
+# The latent net's buffers of z_sem's training-set moments (z-scoring).
+LATENT_STATS = ("conds_mean", "conds_std")
 
 
 class CheckpointMismatchError(errors.UserError, ValueError):
@@ -64,6 +66,14 @@ def torch_key(path: tuple[str, ...]) -> str:
       parts.append(_LAYER_NAMES[name])
   parts.append("bias" if leaf == "bias" else "weight")
   return ".".join(parts)
+
+
+def latent_torch_key(path: tuple[str, ...]) -> str:
+  """A latent-net leaf, e.g. ('layers_3', 'linear_emb', 'kernel'), -> its
+  official key without the prefix, 'layers.3.linear_emb.weight'."""
+  *modules, leaf = path
+  parts = [re.sub(r"_(\d+)$", r".\1", m) for m in modules]
+  return ".".join(parts + ["bias" if leaf == "bias" else "weight"])
 
 
 def _is_attention_proj(path) -> bool:
@@ -97,10 +107,11 @@ def _torch_shape(path, shape):
   return to_torch_layout(path, np.empty(shape, np.float32)).shape
 
 
-def expected_keys(template) -> dict[str, tuple[int, ...]]:
-  """Every official key (and its shape) that a DiffAE parameter tree corresponds to."""
+def expected_keys(template, key_fn=torch_key) -> dict[str, tuple[int, ...]]:
+  """Every official key (and its shape) that a DiffAE parameter tree (or,
+  with `latent_torch_key`, a latent net's) corresponds to."""
   flat = traverse_util.flatten_dict(template)
-  return {torch_key(p): _torch_shape(p, v.shape) for p, v in flat.items()}
+  return {key_fn(p): _torch_shape(p, v.shape) for p, v in flat.items()}
 
 
 def _describe(problems, what, limit=20):
@@ -109,14 +120,15 @@ def _describe(problems, what, limit=20):
   return f"{len(problems)} {what}: " + ", ".join(shown) + more
 
 
-def from_torch(state_dict: Mapping[str, Any], template) -> dict:
+def from_torch(state_dict: Mapping[str, Any], template, key_fn=torch_key) -> dict:
   """Official inner-model state dict -> our DiffAE params, with exact coverage.
 
   `template` is the DiffAE parameter tree (arrays or ShapeDtypeStructs), e.g.
-  `models.abstract_params(models)["diffae"]`.
+  `models.abstract_params(models)["diffae"]`; with `key_fn=latent_torch_key`,
+  a latent net's (`latent_from_torch`).
   """
   flat = traverse_util.flatten_dict(template)
-  by_key = {torch_key(p): p for p in flat}
+  by_key = {key_fn(p): p for p in flat}
   missing = sorted(k for k in by_key if k not in state_dict)
   unexpected = sorted(k for k in state_dict if k not in by_key)
   misshaped = []
@@ -142,10 +154,54 @@ def from_torch(state_dict: Mapping[str, Any], template) -> dict:
   return traverse_util.unflatten_dict(out)
 
 
-def to_torch(params) -> dict[str, np.ndarray]:
+def to_torch(params, key_fn=torch_key) -> dict[str, np.ndarray]:
   """Our DiffAE params -> the official inner-model state dict (numpy arrays)."""
-  return {torch_key(p): to_torch_layout(p, v)
+  return {key_fn(p): to_torch_layout(p, v)
           for p, v in traverse_util.flatten_dict(params).items()}
+
+
+# The official MLPLNAct keeps its time projection twice in the state dict: as
+# `linear_emb` and as `cond_layers.1` (the same tensor inside a Sequential).
+_ALIAS = re.compile(r"(layers\.\d+)\.cond_layers\.1\.(weight|bias)")
+
+
+def latent_to_torch(params) -> dict[str, np.ndarray]:
+  """Our latent-net params -> the official `latent_net` state dict (without
+  the prefix), the aliased `cond_layers.1.*` keys included."""
+  out = to_torch(params, latent_torch_key)
+  for key in list(out):
+    if ".linear_emb." in key:
+      out[key.replace(".linear_emb.", ".cond_layers.1.")] = out[key]
+  return out
+
+
+def latent_from_torch(state_dict: Mapping[str, Any], template) -> dict:
+  """Official `latent_net` state dict (without the prefix) -> our latent-net
+  params, every key covered; each `cond_layers.1.*` must equal its
+  `linear_emb.*` (they are one tensor in the official module)."""
+  plain = {}
+  for key, value in state_dict.items():
+    alias = _ALIAS.fullmatch(key)
+    if alias is None:
+      plain[key] = value
+      continue
+    twin = f"{alias.group(1)}.linear_emb.{alias.group(2)}"
+    if twin in state_dict and not np.array_equal(np.asarray(value), np.asarray(state_dict[twin])):
+      raise CheckpointMismatchError(f"{key} differs from {twin}; in the official module they "
+                                    "are the same tensor")
+  return from_torch(plain, template, latent_torch_key)
+
+
+def latent_state_dict(raw: Mapping[str, Any], prefix: str = "ema_model."):
+  """(the `latent_net.*` weights without their prefix, {conds_mean, conds_std}
+  flattened, or None if absent) of a loaded Lightning checkpoint or state
+  dict; ({}, None) if it has no latent net."""
+  if "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
+    raw = raw["state_dict"]
+  lead = prefix + LATENT_PREFIX if any(k.startswith(prefix) for k in raw) else LATENT_PREFIX
+  weights = {k[len(lead):]: _to_numpy(v) for k, v in raw.items() if k.startswith(lead)}
+  stats = {k: _to_numpy(raw[k]).reshape(-1) for k in LATENT_STATS if k in raw}
+  return weights, (stats if len(stats) == len(LATENT_STATS) else None)
 
 
 def inner_state_dict(raw: Mapping[str, Any], prefix: str = "ema_model.",

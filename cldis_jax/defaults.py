@@ -328,6 +328,49 @@ def base_config() -> ml_collections.ConfigDict:
       ),
   ))
 
+  # The latent DDIM (cldis_jax.latent, `--mode=train_latent` on a trained
+  # workdir): Diff-AE's unconditional sampler, a diffusion model over the
+  # semantic code with the autoencoder frozen. Defaults: the official preset
+  # latent_mlp_2048_norm_10layers and its FFHQ128 training (Preechakul et
+  # al., 2022, phizaz/diffae templates_latent.py).
+  config.latent = ml_collections.ConfigDict(dict(
+      net=dict(
+          hidden_channels=2048,
+          num_layers=10,  # the code enters every layer but the first
+          time_embed_channels=64,
+          use_norm=True,
+          condition_bias=1.0,  # hidden * (condition_bias + time projection)
+      ),
+      beta_schedule="const0.008",
+      num_timesteps=1000,
+      loss="l1",  # |eps - eps_theta| ("l1", official) or "mse"
+      # Training images whose codes the net learns: encoded once, without
+      # flips, into <workdir>/latent/codes.npz; 0: every image of config.data.
+      num_images=0,
+      batch_size=256,
+      num_steps=394_532,  # 101M samples / 256
+      learning_rate=1e-4,  # AdamW
+      weight_decay=0.01,
+      grad_clip_norm=1.0,
+      ema_decay=0.9999,
+      log_every=100,
+      checkpoint_every=5000,
+      keep_checkpoints=2,
+  ))
+
+  # Unconditional samples (`--mode=sample`, api `model.sample`): latent noise
+  # -> latent DDIM (no clipping) -> un-z-scored code -> image DDIM from fresh
+  # x_T. Diff-AE's final evaluation uses 10 and 10 steps.
+  config.sample = ml_collections.ConfigDict(dict(
+      num_images=64,
+      latent_steps=10,  # must divide latent.num_timesteps
+      image_steps=10,  # must divide diffusion.num_timesteps
+      seed=0,  # the same seed gives the same images
+      batch_size=64,
+      edit_images=4,  # sampled images moved along directions in edit_<kind>.png; 0: none
+      edit_directions="mu_s",  # "mu_s" or "navigation"
+  ))
+
   # Compiling for Cloud TPU topologies (cldis_jax.compile_check, `--mode=compile`):
   # memory per chip, FLOPs and a roofline bound, without a TPU (needs libtpu:
   # pip install -e ".[tpu]").

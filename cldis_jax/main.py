@@ -21,7 +21,7 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file (configs
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and pictures go.")
 flags.DEFINE_enum("mode", "train",
                   ["train", "evaluate", "navigate", "edit", "study", "summary", "data",
-                   "compile"],
+                   "compile", "train_latent", "sample"],
                   "train: train (resuming from --workdir's latest checkpoint). "
                   "evaluate: every metric on --workdir's latest checkpoint, written "
                   "to <workdir>/eval/<step>/. "
@@ -29,6 +29,10 @@ flags.DEFINE_enum("mode", "train",
                   "(<workdir>/navigation/). "
                   "edit: edit images (--images, or config.edit) along directions, "
                   "writing grids to <workdir>/edit/<step>/. "
+                  "train_latent: train the latent DDIM (Diff-AE's unconditional "
+                  "sampler) on --workdir's latest checkpoint (<workdir>/latent/). "
+                  "sample: unconditional samples through it, written to "
+                  "<workdir>/sample/<step>/. "
                   "study: train and evaluate every variant x seed of config.study in "
                   "<workdir>/runs/ (skipping finished runs) and summarise them in "
                   "<workdir>/results.md, results.json and plots. "
@@ -154,6 +158,17 @@ def main(argv):
       if FLAGS.images:
         config.edit.images = tuple(FLAGS.images)
       print("\n".join(edit.run(config, FLAGS.workdir)["files"]))
+  elif FLAGS.mode in ("train_latent", "sample"):
+    if not FLAGS.workdir:
+      raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir (the trained run)")
+    if FLAGS.mode == "train_latent":
+      from cldis_jax import train_latent  # pylint: disable=g-import-not-at-top
+      result = train_latent.run(config, FLAGS.workdir)
+      print(f"latent DDIM: step {result['step']}/{result['num_steps']} ({result['status']}), "
+            f"loss {result['train'].get('loss', float('nan')):.4f}; {result.get('samples', '')}")
+    else:
+      from cldis_jax import sample  # pylint: disable=g-import-not-at-top
+      print("\n".join(sample.run(config, FLAGS.workdir)["files"]))
   elif FLAGS.mode == "study":
     if not FLAGS.workdir:
       raise app.UsageError("--mode=study needs --workdir (the study directory)")

@@ -28,4 +28,9 @@ def get_config(arg=None):
   config.navigate.reconstructor.update(dict(width=4, stage_sizes=(1, 1)))
   config.edit.update(dict(dataset_images=2, num_strengths=3, invert_steps=4, decode_steps=4,
                           interpolation_steps=3))
+  config.latent.update(dict(num_images=64, batch_size=8, num_steps=6, log_every=3,
+                            checkpoint_every=3))
+  config.latent.net.update(dict(hidden_channels=16, num_layers=3, time_embed_channels=8))
+  config.sample.update(dict(num_images=6, latent_steps=4, image_steps=4, batch_size=4,
+                            edit_images=2))
   return config
