@@ -33,7 +33,6 @@ Inversion and decoding use `config.edit.invert_steps` / `decode_steps` DDIM
 steps; samples use `config.sample.latent_steps` / `image_steps`.
 """
 
-import copy
 from typing import Sequence
 
 from absl import logging
@@ -351,11 +350,7 @@ class Trained(trained.Run):
       if self.workdir is None:
         raise FileNotFoundError("this model was not loaded from a workdir, so it has no "
                                 "latent DDIM checkpoint")
-      stored, net, state = latent.restore(self.workdir)
-      config = copy.deepcopy(self.config)
-      config.latent = stored.latent
-      latent.check(config)
-      self._latent = (config, net, state)
+      self._latent = latent.load_generator(self.workdir, self.config)
     return self._latent
 
   @property

@@ -63,7 +63,7 @@ MINIMUM_VALUES = {
     "latent.batch_size": 1, "latent.num_steps": 1, "latent.log_every": 1,
     "latent.checkpoint_every": 1, "latent.keep_checkpoints": 1, "sample.num_images": 1,
     "sample.latent_steps": 1, "sample.image_steps": 1, "sample.batch_size": 1,
-    "sample.edit_images": 0,
+    "sample.edit_images": 0, "sample.quality_images": 4,
 }
 
 

@@ -369,6 +369,10 @@ def base_config() -> ml_collections.ConfigDict:
       batch_size=64,
       edit_images=4,  # sampled images moved along directions in edit_<kind>.png; 0: none
       edit_directions="mu_s",  # "mu_s" or "navigation"
+      # --mode=evaluate's "generation" column (datasets with ground-truth
+      # factors): this many samples, reconstructions and real images read by
+      # the factor oracle.
+      quality_images=10_000,
   ))
 
   # Compiling for Cloud TPU topologies (cldis_jax.compile_check, `--mode=compile`):

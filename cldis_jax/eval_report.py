@@ -33,7 +33,11 @@ HEADLINE = (("factor_vae", "eval_accuracy", "FactorVAE"), ("beta_vae", "eval_acc
             ("edit", "target", "edit target"), ("edit", "kept", "edit kept"),
             ("swap", "out_of_region", "swap out-of-region"), ("swap", "target", "swap target"),
             ("swap", "kept", "swap kept"), ("dependence", "hsic", "block HSIC"),
-            ("dependence", "cross_covariance", "block cross-corr"))
+            ("dependence", "cross_covariance", "block cross-corr"),
+            ("samples", "max_total_variation", "samples max TV"),
+            ("samples", "frechet", "samples oracle FD"),
+            ("reconstructions", "frechet", "reconstructions oracle FD"),
+            ("samples", "confident", "samples confident"))
 
 
 def headline(summary) -> dict[str, float]:

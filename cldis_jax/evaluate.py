@@ -32,17 +32,19 @@ from absl import logging
 import numpy as np
 
 from cldis_jax import (checkpoint, codes as codes_lib, data, diffusion, errors, eval_report,
-                       grids, inference, labelled_eval, models as models_lib, navigation,
-                       subspace_eval, trained)
+                       generation_eval, grids, inference, labelled_eval, latent,
+                       models as models_lib, navigation, subspace_eval, trained)
 from cldis_jax.metrics import (beta_vae, ctd, dci, factor_probe, factor_vae, mig, modularity,
                                protocol, sap, tad)
 
 SUPERVISED = ("factor_vae", "beta_vae", "mig", "dci", "sap", "modularity")
 TRAVERSAL = ("ctd", "factor_response")  # computed on decoded traversals
 # "labels": ZeroDIM's protocol for runs with labelled factors (labelled_eval.py);
-# "subspaces": swaps and dependence for runs with subspaces (subspace_eval.py).
-# Each is reported as its own column; nothing to compute for other runs.
-OWN_COLUMNS = ("labels", "subspaces")
+# "subspaces": swaps and dependence for runs with subspaces (subspace_eval.py);
+# "generation": the latent DDIM's samples read by the factor oracle
+# (generation_eval.py). Each is reported as its own column; nothing to
+# compute for other runs.
+OWN_COLUMNS = ("labels", "subspaces", "generation")
 METRICS = SUPERVISED + ("tad",) + TRAVERSAL + OWN_COLUMNS
 
 
@@ -180,12 +182,14 @@ class _Clock:
 
 
 def evaluate_params(config, models, params, source, out_dir: str, step: int,
-                    writer=None, directions=None, unavailable=None) -> dict:
+                    writer=None, directions=None, unavailable=None, generator=None) -> dict:
   """Evaluates EMA `params` on `source`; writes metrics.json, metrics.txt and
   traversal PNGs into `out_dir`; returns the results. `directions` maps a
   name to (z_sem directions (K, z_dim), std along each (K,)), scored with the
   traversal metrics only (the learned navigation directions); `unavailable`
-  maps a name to why it could not be evaluated (listed under `skipped`)."""
+  maps a name to why it could not be evaluated (listed under `skipped`);
+  `generator` is the latent DDIM (`latent.load_generator`) the `generation`
+  column samples from."""
   e = config.evaluate
   _check_request(e)
   os.makedirs(out_dir, exist_ok=True)
@@ -204,8 +208,14 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
     skipped["labels"], labelled = f"{source.name} has no ground-truth factors", False
   swaps = "subspaces" in e.metrics and bool(config.subspaces.blocks)
   oracle_wanted = swaps and bool(config.subspaces.factors) and ground_truth is not None
+  generating = "generation" in e.metrics and "generation" not in skipped
+  if generating and ground_truth is None:
+    skipped["generation"], generating = f"{source.name} has no ground-truth factors", False
+  elif generating and generator is None:
+    skipped["generation"], generating = ("no latent DDIM: run --mode=train_latent on the "
+                                         "workdir first"), False
   probe = (timed("probe", lambda: _train_probe(config, source))
-           if "factor_response" in wanted or labelled or oracle_wanted else None)
+           if "factor_response" in wanted or labelled or oracle_wanted or generating else None)
   x0 = data.images_at(source, table.reference[:e.ctd.num_sources])
 
   def traversals(name, frames_fn):
@@ -233,6 +243,10 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
     logging.info("evaluating the subspaces (swaps and dependence)")
     results["subspaces"] = timed("subspaces", lambda: subspace_eval.evaluate_subspaces(
         config, models, params, source, probe))
+  if generating:
+    logging.info("evaluating the latent DDIM's samples (the factor oracle's reading)")
+    results["generation"] = timed("generation", lambda: generation_eval.evaluate_generation(
+        config, models, params, source, probe, generator))
   for name, (dirs, sigma) in (directions or {}).items():
     if wanted:
       results[name] = traversals(name, lambda: _direction_frames(
@@ -259,7 +273,7 @@ def run(config, workdir: str) -> dict:
   trained.one_process("evaluate")
   model = trained.load(workdir, config)
   out_dir = os.path.join(workdir, "eval", str(model.step))
-  directions, unavailable = {}, {}
+  directions, unavailable, generator = {}, {}, None
   try:
     directions["navigation"] = navigation.directions_of(*navigation.restore(workdir))
   except errors.NoCheckpointError:
@@ -267,7 +281,16 @@ def run(config, workdir: str) -> dict:
   except checkpoint.CorruptCheckpointError as e:  # optional here: evaluate the rest
     logging.warning("navigation directions skipped: %s", e)
     unavailable["navigation"] = str(e)
+  if "generation" in config.evaluate.metrics:
+    try:
+      generator = latent.load_generator(workdir, config)
+    except errors.NoCheckpointError:
+      pass  # reported as skipped
+    except checkpoint.CorruptCheckpointError as e:
+      logging.warning("the generation column skipped: %s", e)
+      unavailable["generation"] = str(e)
   summary = evaluate_params(config, model.models, model.params, model.source, out_dir,
-                            model.step, directions=directions, unavailable=unavailable)
+                            model.step, directions=directions, unavailable=unavailable,
+                            generator=generator)
   logging.info("wrote %s/metrics.json", out_dir)
   return summary

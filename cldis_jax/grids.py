@@ -44,6 +44,15 @@ def tile(images: np.ndarray, pad: int = 2, fill: int = 255,
   return out
 
 
+def square(images: np.ndarray, columns: int = 8) -> np.ndarray:
+  """[N, H, W, C] -> [rows, columns, H, W, C], the last row padded with
+  white cells (a grid of N images)."""
+  columns = min(columns, len(images))
+  rows = -(-len(images) // columns)
+  pad = np.full((rows * columns - len(images),) + images.shape[1:], 255, images.dtype)
+  return np.concatenate([images, pad]).reshape((rows, columns) + images.shape[1:])
+
+
 def save_png(path: str, image: np.ndarray, scale: int = 1) -> str:
   """Writes a uint8 H x W x {1,3} image, optionally enlarged `scale` times."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

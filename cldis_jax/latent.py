@@ -15,6 +15,7 @@ the official `render_uncondition`. Each image's noise is a function of
 batched or sharded.
 """
 
+import copy
 import functools
 import os
 
@@ -98,10 +99,15 @@ def init_state(config, net: LatentNet, rng, mean, std, model_step) -> LatentStat
                      model_step=jnp.asarray(model_step, jnp.int32))
 
 
-def abstract_state(config, net: LatentNet) -> LatentState:
+def abstract_state(config, net: LatentNet, mesh=None) -> LatentState:
+  """Shapes, dtypes and shardings (replicated over `mesh`, default: the
+  local devices) of the state, for restoring; no allocation."""
   c = net.channels
-  return jax.eval_shape(lambda: init_state(config, net, jax.random.key(0), np.zeros(c),
-                                           np.ones(c), 0))
+  shapes = jax.eval_shape(lambda: init_state(config, net, jax.random.key(0), np.zeros(c),
+                                             np.ones(c), 0))
+  sharding = parallel.replicated(mesh or parallel.data_mesh(jax.local_devices()))
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                      shapes)
 
 
 def loss_fn(net: LatentNet, proc: diffusion.Diffusion, kind: str, params, z, rng):
@@ -168,6 +174,17 @@ def decode_codes(models, proc: diffusion.Diffusion, params, z_sem, x_T):
   return proc.ddim_sample(lambda x, t: models_lib.denoise(models, params, x, t, z_sem), x_T)
 
 
+def load_generator(workdir: str, config):
+  """(`config` with the latent DDIM's own latent.* settings, LatentNet,
+  LatentState) of `<workdir>/latent`'s latest checkpoint: what `generate`
+  takes. NoCheckpointError if there is none."""
+  stored, net, state = restore(workdir)
+  config = copy.deepcopy(config)
+  config.latent = stored.latent
+  check(config)
+  return config, net, state
+
+
 def restore(workdir: str):
   """(config stored with it, LatentNet, LatentState on the host) of
   `<workdir>/latent`'s latest checkpoint; NoCheckpointError if none."""
@@ -191,23 +208,54 @@ def generate(config, models, params, net: LatentNet, state: LatentState, count: 
   """`count` unconditional samples of `seed` -> {"images" (N, H, W, C) in
   [-1, 1], "z_sem" (N, code_dim), "x_T"}, `sample.batch_size` at a time,
   each batch split over the local devices (or `devices`)."""
-  s, m = config.sample, config.model
-  latent_proc = process(config, s.latent_steps)
-  image_proc = diffusion.process(config.diffusion, s.image_steps)
-  mesh = parallel.data_mesh(jax.local_devices() if devices is None else devices)
-  put = lambda a: jax.device_put(a, parallel.replicated(mesh))
+  latent_proc = process(config, config.sample.latent_steps)
+  image_proc = diffusion.process(config.diffusion, config.sample.image_steps)
+  put, shard = _placement(devices)
   params, latent_params = put(params), put(state.ema_params)
   mean, std = put(state.mean), put(state.std)
-  batch = -(-s.batch_size // mesh.size) * mesh.size
-  out = {"images": [], "z_sem": [], "x_T": []}
-  for start in range(0, count, batch):
-    indices = np.arange(start, start + batch, dtype=np.int32)
-    noise, x_T = sample_noise(seed, indices, net.channels,
-                              (m.image_size, m.image_size, m.in_channels))
-    noise, x_T = (jax.device_put(a, parallel.batch_sharding(mesh)) for a in (noise, x_T))
+
+  def body(indices):
+    noise, x_T = map(shard, sample_noise(seed, indices, net.channels, _image_shape(config)))
     z = sample_codes(net, latent_proc, latent_params, mean, std, noise)
-    images = decode_codes(models, image_proc, params, z, x_T)
-    keep = min(batch, count - start)
-    for name, value in (("images", images), ("z_sem", z), ("x_T", x_T)):
-      out[name].append(np.asarray(value)[:keep])
+    return dict(images=decode_codes(models, image_proc, params, z, x_T), z_sem=z, x_T=x_T)
+  return _in_batches(config, count, body, devices)
+
+
+def autoencode(config, models, params, images, seed: int, *, devices=None) -> np.ndarray:
+  """Images encoded, then decoded from fresh x_T (of `seed`, one per row)
+  with sample.image_steps steps: Diff-AE's autoencoding protocol."""
+  image_proc = diffusion.process(config.diffusion, config.sample.image_steps)
+  put, shard = _placement(devices)
+  params = put(params)
+
+  def body(indices):
+    rows = np.minimum(np.asarray(indices), len(images) - 1)
+    _, x_T = sample_noise(seed, indices, models.code_dim, _image_shape(config))
+    x0, x_T = shard(jnp.asarray(images[rows])), shard(x_T)
+    z = models_lib.semantic_code(models, params, x0)
+    return dict(images=decode_codes(models, image_proc, params, z, x_T))
+  return _in_batches(config, len(images), body, devices)["images"]
+
+
+def _image_shape(config) -> tuple[int, int, int]:
+  m = config.model
+  return (m.image_size, m.image_size, m.in_channels)
+
+
+def _placement(devices):
+  mesh = parallel.data_mesh(jax.local_devices() if devices is None else devices)
+  return (lambda a: jax.device_put(a, parallel.replicated(mesh)),
+          lambda a: jax.device_put(a, parallel.batch_sharding(mesh)))
+
+
+def _in_batches(config, count: int, body, devices) -> dict[str, np.ndarray]:
+  """body(indices) -> {name: (B, ...)} over rows 0..count-1, in batches of
+  sample.batch_size rounded up to the device count; the padding dropped."""
+  size = len(jax.local_devices() if devices is None else devices)
+  batch = -(-config.sample.batch_size // size) * size
+  out = {}
+  for start in range(0, count, batch):
+    values = body(np.arange(start, start + batch, dtype=np.int32))
+    for name, value in values.items():
+      out.setdefault(name, []).append(np.asarray(value)[:min(batch, count - start)])
   return {k: np.concatenate(v) for k, v in out.items()}

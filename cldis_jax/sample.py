@@ -36,7 +36,7 @@ def run(config, workdir: str) -> dict:
   os.makedirs(out_dir, exist_ok=True)
   scale = grids.scale_for(config.model.image_size)
   images = grids.to_uint8(out["images"])
-  files = [grids.save_png(os.path.join(out_dir, "samples.png"), grids.tile(images[None]), scale)]
+  files = [grids.save_png(os.path.join(out_dir, "samples.png"), grids.tile(grids.square(images)), scale)]
   tmp = os.path.join(out_dir, "samples.tmp.npz")
   np.savez(tmp, images=images, z_sem=out["z_sem"], x_T=out["x_T"])
   os.replace(tmp, os.path.join(out_dir, "samples.npz"))

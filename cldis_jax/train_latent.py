@@ -52,7 +52,7 @@ def _train(model: trained.Run, workdir: str) -> dict:
   codes = _codes(model, out_dir)
   writer = writer_lib.create_default_writer(out_dir)
   with loop.holding(ckpt, writer) as stop:
-    step, state = ckpt.restore_latest_intact(latent.abstract_state(config, net))
+    step, state = ckpt.restore_latest_intact(latent.abstract_state(config, net, mesh))
     if step is None:
       mean, std = latent.code_moments(codes)
       state = latent.init_state(config, net, jax.random.key(config.seed), mean, std, model.step)
@@ -71,7 +71,7 @@ def _train(model: trained.Run, workdir: str) -> dict:
       state = jax.device_get(state)
       sampled = latent.generate(config, model.models, model.params, net, state,
                                 min(config.sample.num_images, 64), config.sample.seed)
-      grid = grids.tile(grids.to_uint8(sampled["images"][None]))
+      grid = grids.tile(grids.square(grids.to_uint8(sampled["images"])))
       metrics["samples"] = grids.save_png(os.path.join(out_dir, f"samples_{done:08d}.png"),
                                           grid, grids.scale_for(config.model.image_size))
       writer.write_images(done, {"latent/samples": grid})

@@ -32,5 +32,5 @@ def get_config(arg=None):
                             checkpoint_every=3))
   config.latent.net.update(dict(hidden_channels=16, num_layers=3, time_embed_channels=8))
   config.sample.update(dict(num_images=6, latent_steps=4, image_steps=4, batch_size=4,
-                            edit_images=2))
+                            edit_images=2, quality_images=8))
   return config

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cldis_jax import api, convert, diffusion, errors, latent, sample, train_latent
+from cldis_jax import api, convert, diffusion, errors, evaluate, latent, sample, train_latent
+from cldis_jax.metrics import generation
 from cldis_jax.models.latent_net import LatentNet
 from conftest import DIFFAE_KEYS, run_json_script
 
@@ -263,3 +264,37 @@ def test_sampling_without_a_latent_ddim_says_what_to_run(trained_workdir, test_c
     api.load(trained_workdir, test_config).sample(2)
   assert diffusion.process(test_config.latent).alphas_cumprod[-1] == pytest.approx(
       0.992 ** 1000, rel=1e-9)
+
+
+def test_frechet_distance_is_zero_on_itself_and_the_closed_form_between_gaussians():
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2000, 5)) @ rng.standard_normal((5, 5))
+  stats = generation.gaussian_stats(x)
+  assert abs(generation.frechet_distance(stats, stats)) < 1e-6
+  shift = np.arange(5.0)
+  shifted = generation.gaussian_stats(x + shift)  # same covariance: ||shift||^2
+  assert generation.frechet_distance(stats, shifted) == pytest.approx(shift @ shift, rel=1e-6)
+  # Diagonal covariances: sum of (sqrt(s1) - sqrt(s2))^2 on top of the means.
+  a = (np.zeros(3), np.diag([1.0, 4.0, 9.0]))
+  b = (np.ones(3), np.diag([4.0, 4.0, 1.0]))
+  assert generation.frechet_distance(a, b) == pytest.approx(3 + 1 + 0 + 4, rel=1e-9)
+  assert generation.total_variation([0, 0, 1, 1], [0, 0, 0, 0], 3) == pytest.approx(0.5)
+
+
+def test_the_generation_column_reads_samples_with_the_oracle(latent_workdir, test_config,
+                                                              trained_workdir, tmp_path):
+  workdir, _ = latent_workdir
+  config = test_config.copy_and_resolve_references()
+  config.evaluate.metrics = ("generation",)
+  column = evaluate.run(config, workdir)["results"]["generation"]
+  assert column["images"] == config.sample.quality_images
+  factors = set(column["oracle_accuracy"])
+  for name in ("samples", "reconstructions"):
+    assert set(column[name]["total_variation"]) == factors
+    assert 0 <= column[name]["max_total_variation"] <= 1 and column[name]["frechet"] >= 0
+  assert column["frechet_ratio"] == pytest.approx(
+      column["samples"]["frechet"] / column["reconstructions"]["frechet"])
+  plain = str(tmp_path / "plain")
+  shutil.copytree(trained_workdir, plain)
+  skipped = evaluate.run(config, plain)["skipped"]
+  assert "run --mode=train_latent" in skipped["generation"]

@@ -35,13 +35,14 @@ class ProbeNet(nn.Module):
   width: int = 32
 
   @nn.compact
-  def __call__(self, x):
-    """Images (B, H, W, C) in [-1, 1] -> logits (B, sum(sizes))."""
+  def __call__(self, x, features: bool = False):
+    """Images (B, H, W, C) in [-1, 1] -> logits (B, sum(sizes)), or with
+    `features` the hidden layer's activations (B, 4 * width)."""
     x = x.astype(jnp.float32)
     for i, w in enumerate((self.width, 2 * self.width, 2 * self.width)):
       x = nn.relu(nn.Conv(w, (3, 3), (2, 2), padding=1, name=f"conv{i}")(x))
     x = nn.relu(nn.Dense(4 * self.width, name="hidden")(jnp.mean(x, axis=(1, 2))))
-    return nn.Dense(sum(self.sizes), name="logits")(x)
+    return x if features else nn.Dense(sum(self.sizes), name="logits")(x)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -63,6 +64,14 @@ class Probe:
     """Images [N, H, W, C] in [-1, 1] -> the most probable value of each factor [N, F]."""
     return np.asarray(_predicted_index(self.net, self.params, jnp.asarray(images)))
 
+  def read(self, images, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Images [N, H, W, C] in [-1, 1] -> {"index" [N, F]: the most probable
+    value, "confidence" [N, F]: its probability, "features" [N, 4 width]:
+    the hidden layer}, `batch_size` at a time."""
+    parts = [_read(self.net, self.params, jnp.asarray(images[i:i + batch_size]))
+             for i in range(0, len(images), batch_size)]
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+
 
 def _split(net, logits):
   return jnp.split(logits, np.cumsum(net.sizes)[:-1], axis=-1)
@@ -79,6 +88,14 @@ def _expected(net, params, x):
 def _predicted_index(net, params, x):
   return jnp.stack([jnp.argmax(h, -1) for h in _split(net, net.apply({"params": params}, x))],
                    axis=-1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _read(net, params, x):
+  probs = [jax.nn.softmax(h) for h in _split(net, net.apply({"params": params}, x))]
+  return dict(index=jnp.stack([jnp.argmax(p, -1) for p in probs], -1),
+              confidence=jnp.stack([jnp.max(p, -1) for p in probs], -1),
+              features=net.apply({"params": params}, x, features=True))
 
 
 def _loss(net, params, x, labels):
