@@ -272,21 +272,46 @@ def load_official(path: str, diffae_template, prefix: str = "ema_model.") -> dic
     raise CheckpointMismatchError(f"{path}: {e}") from None
 
 
+def load_official_latent(path: str, template, prefix: str = "ema_model."):
+  """An official *_latent checkpoint file -> (our latent-net params, its
+  code mean, its code std), or None if the file has no latent net."""
+  import torch  # pylint: disable=g-import-not-at-top  (latent checkpoints are .ckpt files)
+  raw = torch.load(path, map_location="cpu", weights_only=True)
+  weights, stats = latent_state_dict(raw, prefix)
+  if not weights:
+    return None
+  if stats is None:
+    raise CheckpointMismatchError(f"{path}: latent_net weights without {' and '.join(LATENT_STATS)}")
+  try:
+    params = latent_from_torch(weights, template)
+  except CheckpointMismatchError as e:
+    raise CheckpointMismatchError(f"{path}: {e}") from None
+  return params, stats["conds_mean"], stats["conds_std"]
+
+
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from cldis_jax import models  # pylint: disable=g-import-not-at-top
+  from cldis_jax import latent, models  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
-  template = models.abstract_params(models.build_models(config.model))["diffae"]
-  params = load_official(FLAGS.checkpoint, template, FLAGS.prefix)
-  n = sum(np.size(x) for x in jax.tree.leaves(params))
+  nets = models.build_models(config.model)
+  template = models.abstract_params(nets)["diffae"]
+  tree = {"diffae": load_official(FLAGS.checkpoint, template, FLAGS.prefix)}
+  described = f"{len(expected_keys(template))} tensors"
+  if not FLAGS.checkpoint.endswith(".npz"):
+    net = latent.build(config, nets.code_dim)
+    found = load_official_latent(FLAGS.checkpoint, jax.eval_shape(
+        lambda: latent.init_state(config, net, jax.random.key(0), 0, 1, 0).params), FLAGS.prefix)
+    if found is not None:
+      tree["latent"] = dict(zip(("params", "mean", "std"), found))
+      described += " and the latent DDIM"
+  n = sum(np.size(x) for x in jax.tree.leaves(tree))
   output = os.path.abspath(FLAGS.output)
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(output, {"diffae": params})
+    checkpointer.save(output, tree)
     checkpointer.wait_until_finished()
-  print(f"converted {len(expected_keys(template))} tensors ({n:,} parameters) "
-        f"from {FLAGS.checkpoint} -> {output}")
+  print(f"converted {described} ({n:,} numbers) from {FLAGS.checkpoint} -> {output}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ HEADLINE = (("factor_vae", "eval_accuracy", "FactorVAE"), ("beta_vae", "eval_acc
             ("samples", "max_total_variation", "samples max TV"),
             ("samples", "frechet", "samples oracle FD"),
             ("reconstructions", "frechet", "reconstructions oracle FD"),
-            ("samples", "confident", "samples confident"))
+            ("codes", "frechet", "sampled codes FD"))
 
 
 def headline(summary) -> dict[str, float]:

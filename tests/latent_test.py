@@ -298,3 +298,30 @@ def test_the_generation_column_reads_samples_with_the_oracle(latent_workdir, tes
   shutil.copytree(trained_workdir, plain)
   skipped = evaluate.run(config, plain)["skipped"]
   assert "run --mode=train_latent" in skipped["generation"]
+
+
+def test_convert_imports_the_latent_ddim_of_an_official_checkpoint(tmp_path, tiny_params,
+                                                                    test_config):
+  torch = pytest.importorskip("torch")
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from conftest import REPO, config_path, subprocess_env  # pylint: disable=g-import-not-at-top
+  net = latent.build(test_config, 32)
+  params = _params(net, seed=3)
+  state = {f"ema_model.{k}": v for k, v in convert.to_torch(tiny_params["diffae"]).items()}
+  state.update({f"ema_model.latent_net.{k}": v
+                for k, v in convert.latent_to_torch(params).items()})
+  state.update(conds_mean=np.full((1, 32), 0.5, np.float32), conds_std=np.full((1, 32), 2.0,
+                                                                               np.float32))
+  path, out = str(tmp_path / "last.ckpt"), str(tmp_path / "converted")
+  torch.save({"state_dict": {k: torch.from_numpy(np.array(v)) for k, v in state.items()}}, path)
+  result = subprocess.run([sys.executable, "-m", "cldis_jax.convert", "--config",
+                           config_path("test.py"), "--checkpoint", path, "--output", out],
+                          capture_output=True, text=True, cwd=REPO, env=subprocess_env(),
+                          check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "and the latent DDIM" in result.stdout
+  restored = ocp.StandardCheckpointer().restore(out)
+  jax.tree.map(np.testing.assert_array_equal, restored["latent"]["params"],
+               jax.tree.map(np.asarray, params))
+  np.testing.assert_array_equal(restored["latent"]["std"], np.full(32, 2.0))
