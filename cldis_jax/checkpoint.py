@@ -139,6 +139,17 @@ class Checkpoints:
       raise self._corrupt(step, "config", e) from e
     return config
 
+  def newest_readable_config(self):
+    """(step, stored config) of the newest checkpoint whose config reads,
+    or (None, None): what a resume compares its config with, read only
+    (damaged checkpoints are set aside later, when the state is restored)."""
+    for step in reversed(self.all_steps()):
+      try:
+        return step, self.restore_config(step)
+      except CorruptCheckpointError:
+        continue
+    return None, None
+
   def _step(self, step: int | None) -> int:
     step = self.latest_step() if step is None else step
     if step is None or self.manager is None:

@@ -249,16 +249,11 @@ def _check_resume_config(config, workdir: str, allow: bool) -> None:
   the state is restored)."""
   ckpt = checkpoint.Checkpoints(workdir, async_save=False, read_only=True)
   try:
-    for step in reversed(ckpt.all_steps()):
-      try:
-        stored = ckpt.restore_config(step)
-        break
-      except checkpoint.CorruptCheckpointError:
-        continue
-    else:
-      return
+    step, stored = ckpt.newest_readable_config()
   finally:
     ckpt.close()
+  if stored is None:
+    return
   changes = config_lib.training_changes(stored, config)
   if not changes:
     return

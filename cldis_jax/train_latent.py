@@ -15,6 +15,7 @@ workdir's lock, and splits each batch over the local devices.
 import json
 import os
 import time
+import zipfile
 
 from absl import logging
 import jax
@@ -42,14 +43,13 @@ def run(config, workdir: str) -> dict:
 def _train(model: trained.Run, workdir: str) -> dict:
   config, lat, t0 = model.config, model.config.latent, time.perf_counter()
   out_dir = os.path.join(workdir, latent.SUBDIR)
-  os.makedirs(out_dir, exist_ok=True)
   mesh = parallel.data_mesh(jax.local_devices())
   parallel.check_batch_divides(lat.batch_size, mesh, "latent.batch_size")
   net = latent.build(config, model.models.code_dim)
-  ckpt = checkpoint.Checkpoints(workdir, keep=lat.keep_checkpoints,
-                                subdir=os.path.join(latent.SUBDIR, "checkpoints"))
-  _check_resume(config, ckpt)
+  subdir = os.path.join(latent.SUBDIR, "checkpoints")
+  _check_resume(config, workdir, subdir)  # before anything is written
   codes = _codes(model, out_dir)
+  ckpt = checkpoint.Checkpoints(workdir, keep=lat.keep_checkpoints, subdir=subdir)
   writer = writer_lib.create_default_writer(out_dir)
   with loop.holding(ckpt, writer) as stop:
     step, state = ckpt.restore_latest_intact(latent.abstract_state(config, net, mesh))
@@ -58,6 +58,10 @@ def _train(model: trained.Run, workdir: str) -> dict:
       state = latent.init_state(config, net, jax.random.key(config.seed), mean, std, model.step)
     else:
       logging.info("resumed the latent DDIM from %s/%d", ckpt.directory, step)
+      if int(state.model_step) != model.step:
+        logging.warning("the latent DDIM was trained on the codes of autoencoder step %d; the "
+                        "latest is %d. Continuing on the latest's codes.",
+                        int(state.model_step), model.step)
     state = jax.device_put(state, parallel.replicated(mesh))
     state, status, means = _loop(config, net, state, codes, mesh, ckpt, writer, stop)
     done = int(state.step)
@@ -80,18 +84,23 @@ def _train(model: trained.Run, workdir: str) -> dict:
   return metrics
 
 
-def _check_resume(config, ckpt) -> None:
-  """WorkdirError if the latest latent checkpoint was trained with other
-  latent settings (its net's shapes are checked on restore)."""
-  if ckpt.latest_step() is None:
+def _check_resume(config, workdir: str, subdir: str) -> None:
+  """WorkdirError if the newest latent checkpoint whose config reads was
+  trained with other latent settings (its net's shapes are checked on
+  restore); reads only."""
+  ckpt = checkpoint.Checkpoints(workdir, async_save=False, read_only=True, subdir=subdir)
+  try:
+    step, stored = ckpt.newest_readable_config()
+  finally:
+    ckpt.close()
+  if stored is None:
     return
-  stored = config_lib.flatten(ckpt.restore_config().to_dict())
-  current = config_lib.flatten(config.to_dict())
+  stored, current = config_lib.flatten(stored.to_dict()), config_lib.flatten(config.to_dict())
   changed = [f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in sorted(current)
              if k.startswith(_TRAINED_KEYS) and stored.get(k) != current.get(k)]
   if changed:
     raise errors.WorkdirError(
-        f"{ckpt.directory} was trained with other latent settings; changed: "
+        f"{ckpt.directory}/{step} was trained with other latent settings; changed: "
         f"{'; '.join(changed)}. Resume with them, or move {ckpt.directory} away to start over")
 
 
@@ -103,14 +112,15 @@ def _codes(model: trained.Run, out_dir: str) -> np.ndarray:
   rows = np.arange(len(model.source))
   if n < len(rows):  # a seeded subset: the dataset's order may follow its factors
     rows = np.sort(np.random.RandomState(config.seed).choice(rows, n, replace=False))
+  os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, "codes.npz")
   try:
     with np.load(path) as stored:
       if int(stored["model_step"]) == model.step and np.array_equal(stored["rows"], rows):
         logging.info("latent DDIM: %d codes from %s", len(rows), path)
         return stored["z_sem"]
-  except (OSError, KeyError, ValueError):
-    pass
+  except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+    pass  # none yet, or unreadable: encode again
   logging.info("latent DDIM: encoding %d training images (autoencoder step %d)", len(rows),
                model.step)
   z = codes_lib.encode_z_sem(model.models, model.params, model.source, rows,

@@ -30,8 +30,9 @@ import jax
 import numpy as np
 import pytest
 
-from cldis_jax import (api, checkpoint, config_lib, edit, errors, evaluate, models as models_lib,
-                       navigate, navigation, parallel, study, train, train_step)
+from cldis_jax import (api, checkpoint, config_lib, edit, errors, evaluate, latent,
+                       models as models_lib, navigate, navigation, parallel, sample, study, train,
+                       train_latent, train_step)
 from conftest import REPO, config_path, subprocess_env
 
 # One worker builds the trained and navigated workdir once for the whole module.
@@ -41,6 +42,7 @@ pytestmark = pytest.mark.xdist_group("checkpoint_faults")
 KINDS = {
     "training": ("checkpoints", 4),
     "navigation": ("navigation/checkpoints", 6),
+    "latent": ("latent/checkpoints", 6),
 }
 
 # file -> its paths in a checkpoint's step directory ("arrays": every data file,
@@ -78,10 +80,12 @@ def _config():
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  """configs/test.py trained 4 steps (checkpoints 2, 4), navigated 6 (3, 6)."""
+  """configs/test.py trained 4 steps (checkpoints 2, 4), navigated 6 (3, 6),
+  its latent DDIM trained 6 (3, 6)."""
   path = str(tmp_path_factory.mktemp("faults") / "run")
   train.train_and_evaluate(_config(), path)
   navigate.run(_config(), path)
+  train_latent.run(_config(), path)
   return path
 
 
@@ -116,9 +120,12 @@ def intact(workdir):
   for kind, (subdir, step) in KINDS.items():
     ckpt = checkpoint.Checkpoints(workdir, async_save=False, read_only=True, subdir=subdir)
     config = ckpt.restore_config(step)
-    abstract = (train_step.abstract_state(config, models_lib.build_models(config.model),
-                                          parallel.data_mesh()) if kind == "training"
-                else navigation.abstract_state(config, navigation.build(config)))
+    models = models_lib.build_models(config.model)
+    abstract = {
+        "training": lambda: train_step.abstract_state(config, models, parallel.data_mesh()),
+        "navigation": lambda: navigation.abstract_state(config, navigation.build(config)),
+        "latent": lambda: latent.abstract_state(config, latent.build(config, models.code_dim)),
+    }[kind]()
     out[kind] = abstract, ckpt.restore(abstract, step)
     ckpt.close()
   return out
@@ -186,9 +193,28 @@ def _study(copy):
   return study.train_and_score(_config(), copy)
 
 
+def _train_latent(copy):
+  return train_latent.run(_config(), copy)
+
+
+def _sample(copy):
+  return sample.run(_config(), copy)
+
+
+def _api_sample(copy):
+  return api.load(copy).sample(2)
+
+
+def _evaluate_generation(copy):
+  config = _config()
+  config.evaluate.metrics = ("generation",)
+  return evaluate.run(config, copy)
+
+
 PROGRAMS = {"train": _train, "navigate": _navigate, "evaluate": _evaluate,
             "edit": _edit("navigation"), "edit mu_s": _edit("mu_s"), "api": _api,
-            "study scoring": _study}
+            "study scoring": _study, "train_latent": _train_latent, "sample": _sample,
+            "evaluate generation": _evaluate_generation, "api sample": _api_sample}
 
 # (kind, program) -> what it does with a damaged newest checkpoint of that kind
 EXPECTED = {
@@ -204,11 +230,18 @@ EXPECTED = {
     ("navigation", "edit"): "stops",  # it was asked to edit along them
     ("navigation", "edit mu_s"): "warns",  # z_sem's covariance, measured instead
     ("navigation", "api"): "stops",
+    ("training", "train_latent"): "stops",  # reads the trained model; writes the latent's
+    ("training", "sample"): "stops",
+    ("latent", "train_latent"): "falls back",
+    ("latent", "sample"): "stops",
+    ("latent", "evaluate generation"): "warns",  # the generation column is skipped
+    ("latent", "api sample"): "stops",
 }
 
 # The programs started with a config (as the command line always does): they
 # read a training checkpoint's state, not the config stored with it.
-GIVEN_A_CONFIG = ("navigate", "evaluate", "edit", "edit mu_s")
+GIVEN_A_CONFIG = ("navigate", "evaluate", "edit", "edit mu_s", "train_latent", "sample",
+                  "evaluate generation")
 
 # Each (kind, program) meets two of the three parts of a checkpoint (its
 # arrays, its metadata, its stored config), rotating so that every part meets
@@ -250,9 +283,9 @@ def test_a_program_falls_back_stops_or_warns(workdir, tmp_path, caplog, capfd, k
     assert os.path.isdir(newest)  # redone
   else:
     assert _checkpoint_files(copy) == before  # nothing moved, deleted or added
-  if (kind, program) == ("navigation", "evaluate"):
+  if (kind, program) in (("navigation", "evaluate"), ("latent", "evaluate generation")):
     metrics = json.load(open(os.path.join(copy, "eval", "4", "metrics.json")))
-    assert "cannot be read" in metrics["skipped"]["navigation"]
+    assert "cannot be read" in metrics["skipped"][kind.replace("latent", "generation")]
   assert "Traceback" not in capfd.readouterr().err
 
 
