@@ -76,6 +76,26 @@ def latent_torch_key(path: tuple[str, ...]) -> str:
   return ".".join(parts + ["bias" if leaf == "bias" else "weight"])
 
 
+_INCEPTION_LEAVES = {"kernel": "conv.weight", "scale": "bn.weight", "bias": "bn.bias",
+                     "mean": "bn.running_mean", "var": "bn.running_var"}
+
+
+def inception_torch_key(path: tuple[str, ...]) -> str:
+  """An FID Inception leaf, e.g. ('Mixed_5b', 'branch1x1', 'scale'), -> its
+  pytorch-fid key, 'Mixed_5b.branch1x1.bn.weight'."""
+  *modules, leaf = path
+  return ".".join(modules + [_INCEPTION_LEAVES[leaf]])
+
+
+def inception_from_torch(state_dict: Mapping[str, Any], template) -> dict:
+  """pytorch-fid's InceptionV3 state dict (`pt_inception-2015-12-05-*.pth`:
+  keys `Conv2d_1a_3x3.conv.weight`, ...) -> our FID Inception params; the
+  classifier (`fc.*`) and the batch norms' step counters are left out."""
+  kept = {k: v for k, v in state_dict.items()
+          if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+  return from_torch(kept, template, inception_torch_key)
+
+
 def _is_attention_proj(path) -> bool:
   return len(path) >= 2 and path[-2] in _ATTENTION_LAYERS
 
