@@ -61,3 +61,85 @@ def test_pytorch_fid_weights_map_onto_every_leaf(template):
                      "Conv2d_1a_3x3.bn.num_batches_tracked": np.zeros(())})
   back = convert.inception_from_torch(state_dict, template)
   jax.tree.map(np.testing.assert_array_equal, back, params)
+
+
+def _pytorch_fid():
+  """pytorch-fid's module, with torchvision's Python code imported without
+  its package __init__: PyPI's torchvision wheels register compiled ops
+  built for the CUDA torch, which fail to load next to a CPU torch build
+  (the Inception blocks are plain Python)."""
+  import importlib.util, os, sys, types  # pylint: disable=g-import-not-at-top,multiple-imports
+  pytest.importorskip("torch")
+  spec = importlib.util.find_spec("torchvision")
+  if spec is None or importlib.util.find_spec("pytorch_fid") is None:
+    pytest.skip("pytorch-fid and torchvision are not installed")
+  if "torchvision" not in sys.modules:
+    package = types.ModuleType("torchvision")
+    package.__path__ = [os.path.dirname(spec.origin)]
+    package.__version__ = "0.0"  # pytorch-fid only compares it to pick keyword names
+    sys.modules["torchvision"] = package
+  from pytorch_fid import fid_score, inception as pfi  # pylint: disable=g-import-not-at-top
+  return pfi, fid_score
+
+
+def _random_fid_network(pfi, torch):
+  """pytorch-fid's InceptionV3 (pool3 output, its resize and normalisation)
+  with random weights and batch-norm statistics instead of the download."""
+  def build():  # fid_inception_v3() without load_state_dict_from_url
+    net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)  # pylint: disable=protected-access
+    net.Mixed_5b = pfi.FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = pfi.FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = pfi.FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = pfi.FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = pfi.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = pfi.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = pfi.FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = pfi.FIDInceptionE_1(1280)
+    net.Mixed_7c = pfi.FIDInceptionE_2(2048)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+      for name, value in net.state_dict().items():
+        if name.endswith("running_var"):
+          value.copy_(0.5 + torch.rand(value.shape, generator=gen))
+        elif value.dtype.is_floating_point:
+          fan_in = value[0].numel() if value.ndim > 1 else 1
+          value.copy_(torch.randn(value.shape, generator=gen) / np.sqrt(fan_in))
+    return net
+  original, pfi.fid_inception_v3 = pfi.fid_inception_v3, build
+  try:
+    return pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+  finally:
+    pfi.fid_inception_v3 = original
+
+
+@pytest.mark.slow
+def test_features_and_frechet_distance_match_pytorch_fid(template):
+  torch = pytest.importorskip("torch")
+  pfi, fid_score = _pytorch_fid()
+  reference = _random_fid_network(pfi, torch)
+  named = {f"{name}.{key}": value.numpy() for name, module in _named_children(reference)
+           for key, value in module.state_dict().items()}
+  params = convert.inception_from_torch(named, template)
+  x = np.random.default_rng(0).random((3, 64, 64, 3), dtype=np.float32)
+  with torch.no_grad():
+    want = reference(torch.from_numpy(x).permute(0, 3, 1, 2))[0][:, :, 0, 0].numpy()
+  got = np.asarray(inception.FIDInception().apply({"params": params}, jnp.asarray(x)))
+  # float32 rounding through 94 convolutions, relative to the features' scale
+  assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), np.abs(got - want).max()
+  from cldis_jax.metrics import generation  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  a, b = rng.standard_normal((400, 16)), rng.standard_normal((400, 16)) * 1.3 + 0.2
+  mu1, s1 = generation.gaussian_stats(a)
+  mu2, s2 = generation.gaussian_stats(b)
+  theirs = fid_score.calculate_frechet_distance(mu1, s1, mu2, s2)
+  assert generation.frechet_distance((mu1, s1), (mu2, s2)) == pytest.approx(theirs, rel=1e-6)
+
+
+def _named_children(reference):
+  """(torchvision name, module) of every named Inception block inside
+  pytorch-fid's blocks (its Sequential containers drop the names)."""
+  names = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", None, "Conv2d_3b_1x1",
+           "Conv2d_4a_3x3", None, "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
+           "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", None]
+  modules = [m for block in reference.blocks for m in block]
+  return [(n, m) for n, m in zip(names, modules, strict=True) if n is not None]
