@@ -64,6 +64,7 @@ MINIMUM_VALUES = {
     "latent.checkpoint_every": 1, "latent.keep_checkpoints": 1, "sample.num_images": 1,
     "sample.latent_steps": 1, "sample.image_steps": 1, "sample.batch_size": 1,
     "sample.edit_images": 0, "sample.quality_images": 4,
+    "evaluate.fid.num_images": 2, "evaluate.fid.batch_size": 1,
 }
 
 

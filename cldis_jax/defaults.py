@@ -326,6 +326,17 @@ def base_config() -> ml_collections.ConfigDict:
           width=32,
           test_images=1000,  # its held-out accuracy per factor is reported
       ),
+      # "fid": Diff-AE's protocol with the FID Inception (cldis_jax.fid).
+      fid=dict(
+          # pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or an .npz of
+          # its state dict); nothing is downloaded: without it FID is skipped.
+          weights="",
+          num_images=50_000,  # generated images, and reference images
+          # The reference: the "first" num_images images of the data (Diff-AE;
+          # no flips) or a "random" seeded draw (for sets stored in factor order).
+          reference="first",
+          batch_size=50,
+      ),
   ))
 
   # The latent DDIM (cldis_jax.latent, `--mode=train_latent` on a trained

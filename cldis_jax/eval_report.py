@@ -37,7 +37,8 @@ HEADLINE = (("factor_vae", "eval_accuracy", "FactorVAE"), ("beta_vae", "eval_acc
             ("samples", "max_total_variation", "samples max TV"),
             ("samples", "frechet", "samples oracle FD"),
             ("reconstructions", "frechet", "reconstructions oracle FD"),
-            ("codes", "frechet", "sampled codes FD"))
+            ("codes", "frechet", "sampled codes FD"),
+            ("sampling", "fid", "FID (samples)"), ("autoencoding", "fid", "FID (autoencoding)"))
 
 
 def headline(summary) -> dict[str, float]:

@@ -32,7 +32,7 @@ from absl import logging
 import numpy as np
 
 from cldis_jax import (checkpoint, codes as codes_lib, data, diffusion, errors, eval_report,
-                       generation_eval, grids, inference, labelled_eval, latent,
+                       fid, generation_eval, grids, inference, labelled_eval, latent,
                        models as models_lib, navigation, subspace_eval, trained)
 from cldis_jax.metrics import (beta_vae, ctd, dci, factor_probe, factor_vae, mig, modularity,
                                protocol, sap, tad)
@@ -42,9 +42,10 @@ TRAVERSAL = ("ctd", "factor_response")  # computed on decoded traversals
 # "labels": ZeroDIM's protocol for runs with labelled factors (labelled_eval.py);
 # "subspaces": swaps and dependence for runs with subspaces (subspace_eval.py);
 # "generation": the latent DDIM's samples read by the factor oracle
-# (generation_eval.py). Each is reported as its own column; nothing to
+# (generation_eval.py); "fid": Diff-AE's FID protocol, sampling and
+# autoencoding (fid.py). Each is reported as its own column; nothing to
 # compute for other runs.
-OWN_COLUMNS = ("labels", "subspaces", "generation")
+OWN_COLUMNS = ("labels", "subspaces", "generation", "fid")
 METRICS = SUPERVISED + ("tad",) + TRAVERSAL + OWN_COLUMNS
 
 
@@ -214,6 +215,8 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
   elif generating and generator is None:
     skipped["generation"], generating = ("no latent DDIM: run --mode=train_latent on the "
                                          "workdir first"), False
+  if "fid" in e.metrics and "fid" not in skipped and fid.unavailable(e.fid):
+    skipped["fid"] = fid.unavailable(e.fid)
   probe = (timed("probe", lambda: _train_probe(config, source))
            if "factor_response" in wanted or labelled or oracle_wanted or generating else None)
   x0 = data.images_at(source, table.reference[:e.ctd.num_sources])
@@ -247,6 +250,11 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
     logging.info("evaluating the latent DDIM's samples (the factor oracle's reading)")
     results["generation"] = timed("generation", lambda: generation_eval.evaluate_generation(
         config, models, params, source, probe, generator))
+  if "fid" in e.metrics and "fid" not in skipped:
+    logging.info("evaluating FID (Diff-AE's protocol, %d images)", e.fid.num_images)
+    results["fid"] = timed("fid", lambda: fid.evaluate_fid(
+        config, models, params, source, generator,
+        os.path.join(os.path.dirname(out_dir), "fid_reference")))
   for name, (dirs, sigma) in (directions or {}).items():
     if wanted:
       results[name] = traversals(name, lambda: _direction_frames(
@@ -281,7 +289,7 @@ def run(config, workdir: str) -> dict:
   except checkpoint.CorruptCheckpointError as e:  # optional here: evaluate the rest
     logging.warning("navigation directions skipped: %s", e)
     unavailable["navigation"] = str(e)
-  if "generation" in config.evaluate.metrics:
+  if {"generation", "fid"} & set(config.evaluate.metrics):
     try:
       generator = latent.load_generator(workdir, config)
     except errors.NoCheckpointError:

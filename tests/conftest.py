@@ -97,6 +97,17 @@ def random_diffae_params(tiny_params):
   return jax.tree.unflatten(treedef, noisy)
 
 
+@pytest.fixture(scope="session")
+def latent_workdir(trained_workdir, tmp_path_factory, test_config):
+  """(a copy of the trained run with its latent DDIM trained for 6 steps,
+  checkpoints at 3 and 6; train_latent's metrics)."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from cldis_jax import train_latent  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("latent") / "run")
+  shutil.copytree(trained_workdir, workdir)
+  return workdir, train_latent.run(test_config, workdir)
+
+
 def read_official_keys(resolution: int) -> dict[str, tuple[int, ...]]:
   """The official ffhq{resolution} state-dict keys and shapes (derived data)."""
   keys = {}

@@ -1,12 +1,16 @@
 """The FID Inception in Flax: its input resize and pools against PyTorch's
 ops, its size, and the pytorch-fid weight names."""
 
+import os
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from cldis_jax import convert
+from cldis_jax.metrics import generation
 from cldis_jax.models import inception
 
 
@@ -126,7 +130,6 @@ def test_features_and_frechet_distance_match_pytorch_fid(template):
   got = np.asarray(inception.FIDInception().apply({"params": params}, jnp.asarray(x)))
   # float32 rounding through 94 convolutions, relative to the features' scale
   assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), np.abs(got - want).max()
-  from cldis_jax.metrics import generation  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(1)
   a, b = rng.standard_normal((400, 16)), rng.standard_normal((400, 16)) * 1.3 + 0.2
   mu1, s1 = generation.gaussian_stats(a)
@@ -143,3 +146,49 @@ def _named_children(reference):
            "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", None]
   modules = [m for block in reference.blocks for m in block]
   return [(n, m) for n, m in zip(names, modules, strict=True) if n is not None]
+
+
+def _random_weights_file(path, template) -> str:
+  """An .npz of pytorch-fid's keys with random values (the real file cannot be
+  downloaded here): what `evaluate.fid.weights` takes."""
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: (rng.standard_normal(s.shape) / np.sqrt(
+      max(np.prod(s.shape[:-1]), 1))).astype(np.float32), template)
+  params = jax.tree_util.tree_map_with_path(
+      lambda p, v: np.abs(v) + 0.5 if p[-1].key == "var" else v, params)
+  np.savez(path, **convert.to_torch(params, convert.inception_torch_key))
+  return str(path)
+
+
+def test_fid_is_skipped_in_one_line_without_weights_and_a_wrong_file_is_named(
+    test_config, tmp_path):
+  from cldis_jax import fid  # pylint: disable=g-import-not-at-top
+  f = test_config.copy_and_resolve_references().evaluate.fid
+  assert "evaluate.fid.weights is not set" in fid.unavailable(f)
+  f.weights = str(tmp_path / "nowhere.pth")
+  assert "does not exist" in fid.unavailable(f)
+  bad = tmp_path / "bad.npz"
+  np.savez(bad, **{"Conv2d_1a_3x3.conv.weight": np.zeros((32, 3, 3, 3), np.float32)})
+  with pytest.raises(fid.InceptionWeightsError, match=r"bad.npz: not pytorch-fid's Inception "
+                     r"weights \(.*missing key"):
+    fid.load_inception(str(bad))
+
+
+@pytest.mark.slow
+def test_evaluate_reports_sampling_and_autoencoding_fid_and_keeps_the_reference(
+    template, latent_workdir, test_config, tmp_path):
+  from cldis_jax import evaluate  # pylint: disable=g-import-not-at-top
+  config = test_config.copy_and_resolve_references()
+  config.evaluate.metrics = ("fid",)
+  config.evaluate.fid.update(weights=_random_weights_file(tmp_path / "w.npz", template),
+                             num_images=4, batch_size=4, reference="random")
+  workdir = str(tmp_path / "run")
+  shutil.copytree(latent_workdir[0], workdir)
+  column = evaluate.run(config, workdir)["results"]["fid"]
+  assert column["sampling"]["fid"] > 0 and column["autoencoding"]["fid"] > 0
+  assert column["protocol"]["num_images"] == 4 and column["protocol"]["reference"] == "random"
+  cache = os.path.join(workdir, "eval", "fid_reference")
+  (cached,) = os.listdir(cache)
+  with np.load(os.path.join(cache, cached)) as stats:  # the reference against itself
+    assert abs(generation.frechet_distance((stats["mu"], stats["sigma"]),
+                                           (stats["mu"], stats["sigma"]))) < 1e-6

@@ -171,16 +171,6 @@ def test_a_sample_setting_that_cannot_run_is_one_line(test_config):
     latent.check(config)
 
 
-@pytest.fixture(scope="module")
-def latent_workdir(trained_workdir, tmp_path_factory, test_config):
-  """The latent DDIM trained for 6 steps (checkpoints at 3 and 6) on a copy
-  of the session's trained run."""
-  workdir = str(tmp_path_factory.mktemp("latent") / "run")
-  shutil.copytree(trained_workdir, workdir)
-  metrics = train_latent.run(test_config, workdir)
-  return workdir, metrics
-
-
 def test_train_latent_writes_codes_checkpoints_samples_and_metrics(latent_workdir, test_config):
   workdir, metrics = latent_workdir
   out = os.path.join(workdir, "latent")
