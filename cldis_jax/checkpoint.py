@@ -240,6 +240,16 @@ class Checkpoints:
       self.manager.close()
 
 
+def newest_stored_config(workdir: str, subdir: str = "checkpoints"):
+  """(step, config) of the newest checkpoint under `<workdir>/<subdir>` whose
+  stored config reads, or (None, None); reads only."""
+  ckpt = Checkpoints(workdir, async_save=False, read_only=True, subdir=subdir)
+  try:
+    return ckpt.newest_readable_config()
+  finally:
+    ckpt.close()
+
+
 def latest_trained_step(workdir: str) -> int:
   """The latest training checkpoint's step; NoCheckpointError (read-only) if none."""
   ckpt = Checkpoints(workdir, async_save=False, read_only=True)

@@ -57,6 +57,13 @@ flags.DEFINE_bool("allow_config_change", False,
 flags.mark_flags_as_required(["config"])
 
 
+# The modes that need --workdir, and what it is to them.
+_WORKDIR_OF = {"train": "checkpoints, events, samples", "evaluate": "the trained run",
+               "navigate": "the trained run", "edit": "the trained run",
+               "train_latent": "the trained run", "sample": "the trained run",
+               "study": "the study directory", "compile": "it writes <workdir>/compile/"}
+
+
 def _quiet_orbax(record) -> bool:
   """orbax logs dozens of INFO lines per checkpoint; keep its warnings only."""
   return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
@@ -134,44 +141,34 @@ def main(argv):
                                config.train.batch_size)
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                parallel.describe_devices(split))
+  if FLAGS.mode in _WORKDIR_OF and not FLAGS.workdir:
+    raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir ({_WORKDIR_OF[FLAGS.mode]})")
   if FLAGS.mode == "train":
-    if not FLAGS.workdir:
-      raise app.UsageError("--mode=train needs --workdir (checkpoints, events, samples)")
     from cldis_jax import train  # pylint: disable=g-import-not-at-top
     train.train_and_evaluate(config, FLAGS.workdir,
                              allow_config_change=FLAGS.allow_config_change)
   elif FLAGS.mode == "evaluate":
-    if not FLAGS.workdir:
-      raise app.UsageError("--mode=evaluate needs --workdir (the trained run)")
     from cldis_jax import eval_report, evaluate  # pylint: disable=g-import-not-at-top
     print(eval_report.format_table(evaluate.run(config, FLAGS.workdir)))
-  elif FLAGS.mode in ("navigate", "edit"):
-    if not FLAGS.workdir:
-      raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir (the trained run)")
-    if FLAGS.mode == "navigate":
-      from cldis_jax import navigate  # pylint: disable=g-import-not-at-top
-      result = navigate.run(config, FLAGS.workdir)
-      print(f"navigation: held-out reconstructor accuracy {result['accuracy']:.3f} "
-            f"over {result['num_directions']} directions; {result['grid']}")
-    else:
-      from cldis_jax import edit  # pylint: disable=g-import-not-at-top
-      if FLAGS.images:
-        config.edit.images = tuple(FLAGS.images)
-      print("\n".join(edit.run(config, FLAGS.workdir)["files"]))
-  elif FLAGS.mode in ("train_latent", "sample"):
-    if not FLAGS.workdir:
-      raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir (the trained run)")
-    if FLAGS.mode == "train_latent":
-      from cldis_jax import train_latent  # pylint: disable=g-import-not-at-top
-      result = train_latent.run(config, FLAGS.workdir)
-      print(f"latent DDIM: step {result['step']}/{result['num_steps']} ({result['status']}), "
-            f"loss {result['train'].get('loss', float('nan')):.4f}; {result.get('samples', '')}")
-    else:
-      from cldis_jax import sample  # pylint: disable=g-import-not-at-top
-      print("\n".join(sample.run(config, FLAGS.workdir)["files"]))
+  elif FLAGS.mode == "navigate":
+    from cldis_jax import navigate  # pylint: disable=g-import-not-at-top
+    result = navigate.run(config, FLAGS.workdir)
+    print(f"navigation: held-out reconstructor accuracy {result['accuracy']:.3f} "
+          f"over {result['num_directions']} directions; {result['grid']}")
+  elif FLAGS.mode == "edit":
+    from cldis_jax import edit  # pylint: disable=g-import-not-at-top
+    if FLAGS.images:
+      config.edit.images = tuple(FLAGS.images)
+    print("\n".join(edit.run(config, FLAGS.workdir)["files"]))
+  elif FLAGS.mode == "train_latent":
+    from cldis_jax import train_latent  # pylint: disable=g-import-not-at-top
+    result = train_latent.run(config, FLAGS.workdir)
+    print(f"latent DDIM: step {result['step']}/{result['num_steps']} ({result['status']}), "
+          f"loss {result['train'].get('loss', float('nan')):.4f}; {result.get('samples', '')}")
+  elif FLAGS.mode == "sample":
+    from cldis_jax import sample  # pylint: disable=g-import-not-at-top
+    print("\n".join(sample.run(config, FLAGS.workdir)["files"]))
   elif FLAGS.mode == "study":
-    if not FLAGS.workdir:
-      raise app.UsageError("--mode=study needs --workdir (the study directory)")
     from cldis_jax import study  # pylint: disable=g-import-not-at-top
     study.run(config, FLAGS.workdir)
     print(open(os.path.join(FLAGS.workdir, "results.md")).read())
@@ -182,8 +179,6 @@ def main(argv):
     from cldis_jax.data import preview  # pylint: disable=g-import-not-at-top
     print(preview.describe(config, FLAGS.workdir or "."))
   elif FLAGS.mode == "compile":
-    if not FLAGS.workdir:
-      raise app.UsageError("--mode=compile needs --workdir (it writes <workdir>/compile/)")
     from cldis_jax import compile_check, compile_report  # pylint: disable=g-import-not-at-top
     results = compile_check.run(config, FLAGS.workdir)
     print("\n\n".join(compile_report.format_table(r) for r in results))

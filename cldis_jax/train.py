@@ -247,11 +247,7 @@ def _check_resume_config(config, workdir: str, allow: bool) -> None:
   trained with values that change what is trained; reads only, before
   anything is written (a damaged checkpoint is reported and set aside when
   the state is restored)."""
-  ckpt = checkpoint.Checkpoints(workdir, async_save=False, read_only=True)
-  try:
-    step, stored = ckpt.newest_readable_config()
-  finally:
-    ckpt.close()
+  step, stored = checkpoint.newest_stored_config(workdir)
   if stored is None:
     return
   changes = config_lib.training_changes(stored, config)
@@ -262,8 +258,9 @@ def _check_resume_config(config, workdir: str, allow: bool) -> None:
     logging.warning("resuming checkpoint %d with a changed config "
                     "(--allow_config_change): %s", step, listed)
     return
+  where = os.path.join(os.path.abspath(workdir), "checkpoints", str(step))
   raise errors.WorkdirError(
-      f"{ckpt.directory}/{step} was trained with another config; changed: {listed}. "
+      f"{where} was trained with another config; changed: {listed}. "
       "Resume with the stored config, use a fresh --workdir, or pass "
       "--allow_config_change to continue with the new values")
 

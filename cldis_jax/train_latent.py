@@ -88,11 +88,7 @@ def _check_resume(config, workdir: str, subdir: str) -> None:
   """WorkdirError if the newest latent checkpoint whose config reads was
   trained with other latent settings (its net's shapes are checked on
   restore); reads only."""
-  ckpt = checkpoint.Checkpoints(workdir, async_save=False, read_only=True, subdir=subdir)
-  try:
-    step, stored = ckpt.newest_readable_config()
-  finally:
-    ckpt.close()
+  step, stored = checkpoint.newest_stored_config(workdir, subdir)
   if stored is None:
     return
   stored, current = config_lib.flatten(stored.to_dict()), config_lib.flatten(config.to_dict())
@@ -100,8 +96,9 @@ def _check_resume(config, workdir: str, subdir: str) -> None:
              if k.startswith(_TRAINED_KEYS) and stored.get(k) != current.get(k)]
   if changed:
     raise errors.WorkdirError(
-        f"{ckpt.directory}/{step} was trained with other latent settings; changed: "
-        f"{'; '.join(changed)}. Resume with them, or move {ckpt.directory} away to start over")
+        f"{os.path.join(workdir, subdir, str(step))} was trained with other latent settings; "
+        f"changed: {'; '.join(changed)}. Resume with them, or move "
+        f"{os.path.join(workdir, subdir)} away to start over")
 
 
 def _codes(model: trained.Run, out_dir: str) -> np.ndarray:
