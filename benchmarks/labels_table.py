@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-import numpy as np
+import seed_means
 
 COLUMNS = ("run", "DCI-D", "DCI-I", "MIG", "classifier acc. (per factor)",
            "residual probe on labelled (chance ~0.10)", "edit target", "edit kept")
@@ -38,27 +38,6 @@ SUMMARY = (("DCI-D", lambda l: l["dci"]["disentanglement"]),
            ("edit kept", lambda l: l["edit"]["kept"]))
 
 
-def variant_means(paths) -> list[str]:
-  """One row per study variant: the mean ± sample std over its seeds of each
-  SUMMARY value."""
-  by_variant = {}
-  for path in paths:
-    name = os.path.basename(path)[:-len(".json")]
-    if name.startswith("study_"):
-      variant = name[len("study_"):].rsplit("_seed", 1)[0]
-      with open(path) as f:
-        by_variant.setdefault(variant, []).append(json.load(f)["results"]["labels"])
-  rows = []
-  for variant, runs in sorted(by_variant.items()):
-    cells = [f"{variant} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"]
-    for _, get in SUMMARY:
-      values = np.array([get(r) for r in runs])
-      cells.append(f"{values.mean():.2f} ± {values.std(ddof=1):.2f}" if len(values) > 1
-                   else f"{values[0]:.2f}")
-    rows.append("| " + " | ".join(cells) + " |")
-  return rows
-
-
 def main(folder: str = "docs/results/labels"):
   paths = sorted(glob.glob(os.path.join(folder, "*.json")))
   for title, prefix_is_study in (("The study's runs (study_<variant>_seed<k>)", True),
@@ -72,9 +51,7 @@ def main(folder: str = "docs/results/labels"):
         with open(path) as f:
           print(row(name, json.load(f)["results"]["labels"]))
   print("\nEach study variant over its seeds (mean ± sample std)\n")
-  print("| variant | " + " | ".join(n for n, _ in SUMMARY) + " |")
-  print("|" + "---|" * (len(SUMMARY) + 1))
-  print("\n".join(variant_means(paths)))
+  print("\n".join(seed_means.header(SUMMARY) + seed_means.variant_rows(paths, "labels", SUMMARY)))
 
 
 if __name__ == "__main__":
