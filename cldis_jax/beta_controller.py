@@ -94,9 +94,11 @@ MEASURED = {"pi_kl": "kl", "diffusion_capacity": "kl", "diffusion_feedback": "di
 
 
 def update_controller(c, state: ControllerState, *, diff_loss, kl, dt_loss=None,
-                      diff_info=None) -> ControllerState:
+                      diff_info=None, sign: int = 1) -> ControllerState:
   """One controller step from this step's batch means of L_diff, the VAE KL and
-  L_dt (and, for diffusion_capacity, the diffusion branch's information in nats)."""
+  L_dt (and, for diffusion_capacity, the diffusion branch's information in nats).
+  `sign` -1: the value is a capacity (AnnealedVAE's), which falls where a
+  pressure would rise."""
   if c.kind == "constant":
     return state._replace(count=state.count + 1)
   measured = dict(diff_loss=diff_loss, kl=kl, dt_loss=dt_loss)[MEASURED[c.kind]]
@@ -136,6 +138,7 @@ def update_controller(c, state: ControllerState, *, diff_loss, kl, dt_loss=None,
     signal = ema / jnp.maximum(reference, 1e-12)
     setpoint = jnp.float32(c.setpoint)
     pressure = setpoint - signal
+  pressure = sign * pressure
   integral = jnp.clip(state.integral + c.ki * pressure, -c.kp, c.beta_max - c.beta_min)
   beta = jnp.clip(c.beta_min + c.kp * jax.nn.sigmoid(pressure) + integral,
                   c.beta_min, c.beta_max)

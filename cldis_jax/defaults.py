@@ -46,6 +46,14 @@ def base_config() -> ml_collections.ConfigDict:
           hidden_dim=256,
           likelihood="bernoulli",  # or "gaussian"
       ),
+      # The co-pilot's objective (cldis_jax.copilots, docs/copilots.md):
+      # "beta_vae", "beta_tcvae", "factor_vae", "dip_vae_i", "dip_vae_ii" or
+      # "annealed_vae", each as disentanglement_lib computes it. The network
+      # is the same conv VAE for all.
+      copilot="beta_vae",
+      # FactorVAE's discriminator on the VAE latent (disentanglement_lib's
+      # fc_discriminator); built only for model.copilot = "factor_vae".
+      discriminator=dict(num_layers=6, units=1000),
       # Partially labelled factors (ZeroDIM; cldis_jax.models.labelled): the
       # semantic code becomes [one code per factor named here | residual].
       # Empty `factors`: the unsupervised Diff-AE code. The labels themselves
@@ -121,15 +129,30 @@ def base_config() -> ml_collections.ConfigDict:
       # model.condition = "mu_s": condition the denoiser on a sample of
       # N(mu_s, sigma_s^2) in training (the mean when decoding).
       sample_condition=False,
+      # The co-pilot's fixed settings (model.copilot; cldis_jax.copilots).
+      copilot=dict(
+          # DIP-VAE: lambda_d = factor * lambda_od; 0: the library's 10 (I) or 1 (II)
+          lambda_d_factor=0.0,
+          gamma=1000.0,  # AnnealedVAE: the weight of |KL - C|
+          # AnnealedVAE, open loop: steps of C's ramp to c_max; 0: a third of
+          # train.num_steps (the library: 100,000 of 300,000)
+          anneal_steps=0,
+          # FactorVAE's discriminator: its own Adam (the library's)
+          discriminator_optim=dict(learning_rate=1e-4, b1=0.5, b2=0.9, eps=1e-8),
+      ),
       controller=dict(
           # "diffusion_feedback", "diffusion_paced", "diffusion_capacity",
           # "distillation_feedback", "pi_kl" or "constant" (cldis_jax.objective)
           kind="diffusion_paced",
-          beta_init=1.0,  # beta before and during warm-up; "constant" keeps it
-          beta_min=1.0,
-          beta_max=8.0,
-          kp=0.01,  # ControlVAE gains (Kp, and |Ki| with the sign built in)
-          ki=0.001,
+          # The controller's value is the co-pilot's pressure: beta (beta-VAE,
+          # beta-TCVAE), gamma (FactorVAE), lambda_od (DIP-VAE) or c_max
+          # (AnnealedVAE). None: the co-pilot's default (copilots.TABLE; for
+          # the beta-VAE beta in [1, 8] from 1, kp 0.01, ki 0.001).
+          beta_init=None,  # the value before and during warm-up; "constant" keeps it
+          beta_min=None,
+          beta_max=None,
+          kp=None,  # ControlVAE gains (Kp, and |Ki| with the sign built in)
+          ki=None,
           ema_decay=0.99,  # EMA of the measured quantity (L_diff or KL)
           warmup_steps=1000,  # diffusion_feedback/_paced: L_diff_ref = EMA at this step
           setpoint=1.0,  # diffusion_feedback: r* for r = EMA(L_diff) / L_diff_ref

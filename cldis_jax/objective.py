@@ -4,7 +4,8 @@ link. Pure functions of arrays; the feedback link's beta controllers are in
 
   L = L_diff + w_vae * L_vae + w_dt * L_dt  (+ w_decorrelate * corr^2 of mu_s)
   L_diff = E_t,eps ||eps_theta(x_t, t, c) - eps||^2  (t uniform; c = E(x0) or expand(mu_s))
-  L_vae  = recon(x0 | z_v) + beta_k * KL(q(z_v | x0) || N(0, I))
+  L_vae  = recon(x0 | z_v) + the co-pilot's regulariser at the controller's value
+           (beta-VAE: beta_k * KL(q(z_v | x0) || N(0, I)); the others: copilots.py)
   L_dt   = KL( sg[q(z_v | x0)] || N(mu_s, sigma_s^2) ),  (mu_s, log sigma_s^2) = H(E(x0))
            (+ w_dt_mean * sum_j E_b[(mu_s - mu_v)_j^2] / Var_b(mu_v)_j, the means at their scale)
 
@@ -27,22 +28,24 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from cldis_jax import (beta_controller, diffusion, distributions, errors, models as models_lib,
-                       subspaces)
+from cldis_jax import (beta_controller, copilots, diffusion, distributions, errors,
+                       models as models_lib, subspaces)
 
 BRANCHES = ("diffae", "vae")
 DT_DIRECTIONS = ("forward", "reverse")
 _SWAP_STREAM = 0x5a9  # seeds the swapped blocks apart from the step's other draws
+_SHUFFLE_STREAM = 0xfac  # FactorVAE's shuffled codes, apart from the step's other draws
 
 
-def check_objective(obj) -> None:
-  """config.objective: valid branches and a controller that has its signal."""
+def check_objective(obj, copilot: str = "beta_vae") -> None:
+  """config.objective: valid branches and a controller that has its signal
+  (its range from the co-pilot `copilot` where the config leaves it None)."""
   branches = tuple(obj.branches)
   if not branches or any(b not in BRANCHES for b in branches) or len(set(branches)) < len(
       branches):
     raise errors.ConfigError(f"objective.branches = {branches!r}; valid: a non-empty subset of "
                              f"{BRANCHES} (both: CL-Dis; one: that branch trained alone)")
-  c = obj.controller
+  c = copilots.controller_config(obj.controller, copilot)
   beta_controller.check_controller(c)
   if c.kind != "constant" and "vae" not in branches:
     raise errors.ConfigError(f"objective.controller.kind = {c.kind!r} sets the VAE's beta, but "
@@ -133,10 +136,11 @@ def _zero():
 
 
 def closed_loop_loss(params, models, process, objective_config, beta, x0, rng,
-                     supervised=None, swapping=None):
+                     supervised=None, swapping=None, copilot=copilots.Settings(), step=0):
   """The total loss and `aux` with every term (batch means), for one batch.
 
-  `beta` is the controller's current value (a constant here). Returns
+  `beta` is the controller's current value (a constant here): the pressure
+  of the co-pilot `copilot` (copilots.Settings; `step` is its clock). Returns
   (loss, aux) with loss_diff, loss_vae, vae_nll, vae_kl, loss_dt, beta, loss
   (and diff_info when the controller uses it). With `branches` naming one
   branch only, the other one and both links are skipped (the baselines);
@@ -145,6 +149,9 @@ def closed_loop_loss(params, models, process, objective_config, beta, x0, rng,
   (`labelled_terms`), and the head reads the residual. With subspaces
   (config.subspaces), `swapping` holds the batch's region maps and the
   settings of the swap and independence terms (`subspaces.subspace_terms`).
+  With FactorVAE's discriminator, the loss returned for differentiation adds
+  the discriminator's loss (`loss_discriminator`, which reaches only its
+  parameters) to aux["loss"].
   """
   obj = objective_config
   use_diffae, use_vae = "diffae" in obj.branches, "vae" in obj.branches
@@ -156,9 +163,13 @@ def closed_loop_loss(params, models, process, objective_config, beta, x0, rng,
 
   if use_vae:
     vae = models.vae.apply({"params": params["vae"]}, x0, k_z)
-    nll, kl = jnp.mean(vae["nll"]), jnp.mean(vae["kl"])
-    aux.update(vae_nll=nll, vae_kl=kl, loss_vae=nll + beta * kl)
-    loss = loss + obj.w_vae * aux["loss_vae"]
+    loss_vae, loss_discriminator, terms = copilots.copilot_loss(
+        models, params, copilot, vae, beta, step, jax.random.fold_in(rng, _SHUFFLE_STREAM))
+    aux.update(terms, vae_nll=jnp.mean(vae["nll"]), vae_kl=jnp.mean(vae["kl"]),
+               loss_vae=loss_vae)
+    if copilot.kind == "factor_vae":
+      aux["loss_discriminator"] = loss_discriminator
+    loss = loss + obj.w_vae * loss_vae
 
   if use_diffae:
     denoise = lambda x_t, t, c: models.diffae.apply(
@@ -204,7 +215,7 @@ def closed_loop_loss(params, models, process, objective_config, beta, x0, rng,
       aux["loss_decorrelate"] = correlation_penalty(mu_s)
       loss = loss + obj.w_decorrelate * aux["loss_decorrelate"]
   aux["loss"] = loss
-  return loss, aux
+  return loss + aux.get("loss_discriminator", 0.0), aux
 
 
 def entropy(logits):

@@ -38,7 +38,7 @@ from clu import parameter_overview
 import jax
 import numpy as np
 
-from cldis_jax import (checkpoint, config_lib, data, errors, eval_report, evaluate, loop,
+from cldis_jax import (checkpoint, config_lib, copilots, data, errors, eval_report, evaluate, loop,
                        models as models_lib, objective, parallel, samples, subspaces,
                        supervision, train_step, workdir_lock, writer as writer_lib)
 
@@ -63,7 +63,7 @@ def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = Fals
   """Trains (resuming from `workdir` if it holds a checkpoint); returns the
   final metrics also written to `workdir/metrics.json`."""
   config_lib.check_config(config)
-  objective.check_objective(config.objective)
+  objective.check_objective(config.objective, config.model.copilot)
   supervision.check(config)
   subspaces.check(config)
   mesh = parallel.data_mesh()
@@ -250,7 +250,8 @@ def _check_resume_config(config, workdir: str, allow: bool) -> None:
   step, stored = checkpoint.newest_stored_config(workdir)
   if stored is None:
     return
-  changes = config_lib.training_changes(stored, config)
+  changes = config_lib.training_changes(copilots.with_controller(stored),
+                                        copilots.with_controller(config))
   if not changes:
     return
   listed = "; ".join(changes)

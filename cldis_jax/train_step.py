@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cldis_jax import (beta_controller, diffusion, models as models_lib, objective, parallel,
-                       subspaces, supervision)
+from cldis_jax import (beta_controller, copilots, diffusion, models as models_lib, objective,
+                       parallel, subspaces, supervision)
 
 BRANCHES = ("diffae", "vae", "head")
 LABELLED_BRANCHES = BRANCHES + ("labels",)  # with labelled factors (model.labels)
@@ -42,7 +42,8 @@ def learning_rate_schedule(optim):
 
 
 def branches_of(config) -> tuple[str, ...]:
-  return LABELLED_BRANCHES if supervision.enabled(config) else BRANCHES
+  branches = LABELLED_BRANCHES if supervision.enabled(config) else BRANCHES
+  return branches + (("discriminator",) if config.model.copilot == "factor_vae" else ())
 
 
 def clip_per_branch(max_norm: float, branches=BRANCHES) -> optax.GradientTransformation:
@@ -62,14 +63,25 @@ def _is_table(path, _) -> str:
   return "tables" if keys[0] == "labels" and str(keys[-1]).startswith("table_") else "net"
 
 
-def make_optimizer(optim, branches=BRANCHES,
-                   table_learning_rate: float | None = None) -> optax.GradientTransformation:
+def make_optimizer(optim, branches=BRANCHES, table_learning_rate: float | None = None,
+                   discriminator_optim=None) -> optax.GradientTransformation:
   """Per-branch clipping, then Adam(W) with a linear learning-rate warm-up.
 
   With `table_learning_rate`, the labelled factors' embedding tables take
   their own Adam at that rate (the same warm-up), or stay at their initial
-  values when it is 0.
+  values when it is 0. With `discriminator_optim`, FactorVAE's discriminator
+  takes its own plain Adam (no clipping, no warm-up, as the library's).
   """
+  main = _main_optimizer(optim, branches, table_learning_rate)
+  if discriminator_optim is None:
+    return main
+  d = discriminator_optim
+  return optax.multi_transform(
+      {"main": main, "discriminator": optax.adam(d.learning_rate, b1=d.b1, b2=d.b2, eps=d.eps)},
+      lambda params: {k: "discriminator" if k == "discriminator" else "main" for k in params})
+
+
+def _main_optimizer(optim, branches, table_learning_rate):
   def adamw(rate):
     return optax.adamw(rate, b1=optim.b1, b2=optim.b2, eps=optim.eps,
                        weight_decay=optim.weight_decay)
@@ -90,7 +102,14 @@ def make_optimizer(optim, branches=BRANCHES,
 def optimizer_of(config) -> optax.GradientTransformation:
   """The training optimizer of `config` (with labelled factors, the tables' rate)."""
   tables = config.supervision.table_learning_rate if supervision.enabled(config) else None
-  return make_optimizer(config.optim, branches_of(config), tables)
+  discriminator = (config.objective.copilot.discriminator_optim
+                   if config.model.copilot == "factor_vae" else None)
+  return make_optimizer(config.optim, branches_of(config), tables, discriminator)
+
+
+def controller_of(config):
+  """config.objective.controller with the co-pilot's defaults filled in."""
+  return copilots.controller_config(config.objective.controller, config.model.copilot)
 
 
 def create_train_state(config, models, rng) -> TrainState:
@@ -99,7 +118,7 @@ def create_train_state(config, models, rng) -> TrainState:
       step=jnp.asarray(0, jnp.int32), params=params,
       ema_params=jax.tree.map(jnp.copy, params),
       opt_state=optimizer_of(config).init(params),
-      controller=beta_controller.init_controller(config.objective.controller))
+      controller=beta_controller.init_controller(controller_of(config)))
 
 
 def init_state_on_mesh(config, models, rng, mesh) -> TrainState:
@@ -149,6 +168,9 @@ def make_train_step(config, models, mesh):
   schedule = learning_rate_schedule(config.optim)
   ema_decay = config.optim.ema_decay
   obj = config.objective
+  controller_config = controller_of(config)
+  sign = copilots.check_kind(config.model.copilot).sign
+  copilot = copilots.settings(config)
 
   def step(state: TrainState, batch, rng_root):
     rng = jax.random.fold_in(rng_root, state.step)
@@ -156,16 +178,17 @@ def make_train_step(config, models, mesh):
                                 objective_config=obj, beta=state.controller.beta,
                                 x0=batch["image"], rng=rng,
                                 supervised=supervised_inputs(config, batch, state.step),
-                                swapping=subspaces.swap_inputs(config, batch))
+                                swapping=subspaces.swap_inputs(config, batch),
+                                copilot=copilot, step=state.step)
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
                        state.ema_params, params)
-    controller = beta_controller.update_controller(obj.controller, state.controller,
+    controller = beta_controller.update_controller(controller_config, state.controller,
                                                    diff_loss=aux["loss_diff"], kl=aux["vae_kl"],
                                                    dt_loss=aux["loss_dt"],
-                                                   diff_info=aux.get("diff_info"))
+                                                   diff_info=aux.get("diff_info"), sign=sign)
     finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(_norm(grads))
     new = state.replace(step=state.step + 1, params=params, ema_params=ema,
                         opt_state=opt_state, controller=controller)

@@ -2,21 +2,22 @@
 
 import pytest
 
-from cldis_jax import config_lib, models, objective, subspaces, supervision
+from cldis_jax import config_lib, models, objective, study, subspaces, supervision
 from conftest import config_path
 
 CONFIGS = ["quickstart.py", "shapes3d.py", "dsprites.py", "mpi3d.py:toy", "mpi3d.py:real",
            "cars3d.py", "celeba64.py", "ffhq.py:64", "ffhq.py:128", "ffhq.py:256", "test.py",
            "study.py", "study.py:screen", "shapes3d_labels.py", "shapes3d_labels.py:geometry,copilot",
            "study_labels.py", "shapes3d_subspaces.py", "shapes3d_subspaces.py:cross_covariance",
-           "study_subspaces.py"]
+           "study_subspaces.py", "copilots.py:factor_vae", "copilots.py:annealed_vae_25",
+           "copilots.py:beta_vae", "study_copilots.py"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_is_valid(name):
   config = config_lib.load_config(config_path(name))
   config_lib.check_config(config)
-  objective.check_objective(config.objective)
+  objective.check_objective(config.objective, config.model.copilot)
   supervision.check(config)
   subspaces.check(config)
   nets = models.build_models(config.model)
@@ -27,3 +28,20 @@ def test_config_is_valid(name):
 def test_mpi3d_names_a_bad_variant():
   with pytest.raises(ValueError, match="'simulated' is not one of"):
     config_lib.load_config(config_path("mpi3d.py:simulated"))
+
+
+@pytest.mark.parametrize("name", ["study.py", "study_labels.py", "study_subspaces.py",
+                                  "study_copilots.py"])
+def test_every_study_run_has_a_valid_config(name):
+  config = config_lib.load_config(config_path(name))
+  runs = study.selected_runs(config)  # checks every run's config
+  assert len(runs) == len(config.study.variants) * len(config.study.seeds)
+  for variant in config.study.variants:
+    run = study.run_config(config, variant, 0)
+    objective.check_objective(run.objective, run.model.copilot)
+    models.build_models(run.model)
+
+
+def test_a_copilot_preset_off_the_librarys_grid_is_refused_naming_the_valid_ones():
+  with pytest.raises(ValueError, match="co-pilot preset 'factor_vae_31'; valid: .*factor_vae_30"):
+    config_lib.load_config(config_path("copilots.py:factor_vae_31"))

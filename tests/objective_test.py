@@ -7,14 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cldis_jax import (beta_controller, config_lib, diffusion, models as models_lib, objective,
-                       parallel, train_step)
+from cldis_jax import (beta_controller, config_lib, copilots, diffusion, models as models_lib,
+                       objective, parallel, train_step)
 
 
-def _controller(**overrides):
+def _controller(copilot="beta_vae", **overrides):
+  """The default controller config of `copilot` with `overrides`."""
   c = config_lib.base_config().objective.controller
   c.update(overrides)
-  return c
+  return copilots.controller_config(c, copilot)
 
 
 def _run(c, diff_losses=None, kls=None, state=None, dt_losses=None, infos=None):

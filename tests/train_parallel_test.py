@@ -20,6 +20,9 @@ _FOUR_DEVICES = textwrap.dedent("""
     import jax, numpy as np
     from cldis_jax import config_lib, data, models, parallel, train, train_step
     config = config_lib.load_config(sys.argv[1])
+    for item in sys.argv[2:]:  # overrides, KEY=JSON
+      key, value = item.split("=", 1)
+      config = config_lib.apply_overrides(config, config_lib.nested({key: json.loads(value)}))
     config.train.batch_size = 8
     # Biases in front of a GroupNorm get gradients that are zero up to rounding
     # (~1e-10), and Adam with eps 1e-8 turns those into updates of +-lr/2 whose
@@ -55,9 +58,16 @@ _FOUR_DEVICES = textwrap.dedent("""
 """)
 
 
+def four_devices_against_one(*overrides: str) -> dict:
+  """Three steps of configs/test.py (with KEY=JSON `overrides`) on 1 and on 4
+  simulated devices: the largest parameter difference, the gradient norms
+  and losses of both, and the error for a batch that does not divide."""
+  return run_json_script(_FOUR_DEVICES, config_path("test.py"), *overrides, devices=4)
+
+
 @pytest.mark.slow
 def test_four_devices_give_the_single_device_update():
-  result = run_json_script(_FOUR_DEVICES, config_path("test.py"), devices=4)
+  result = four_devices_against_one()
   assert result["devices"] == 4 and result["shards"] == 4
   assert result["max_param_diff"] < 1e-5, result
   # Adam hides a wrongly scaled gradient; the gradient norm does not.

@@ -1,4 +1,5 @@
-"""The CL-Dis networks: the Diff-AE backbone, the beta-VAE co-pilot and the head.
+"""The CL-Dis networks: the Diff-AE backbone, the VAE co-pilot and the head
+(with `model.copilot = "factor_vae"`, also FactorVAE's discriminator).
 
 `build_models(config.model)` turns the model section of a config into the
 Linen modules (with `model.labels.factors` named, also the labelled-factor
@@ -18,9 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cldis_jax import errors
+from cldis_jax import copilots, errors
 from cldis_jax.config_lib import check_known_keys
 from cldis_jax.models.beta_vae import BetaVAE
+from cldis_jax.models.discriminator import Discriminator
 from cldis_jax.models.diffae import DiffAE
 from cldis_jax.models.encoder import SemanticEncoder
 from cldis_jax.models import heads
@@ -28,13 +30,13 @@ from cldis_jax.models.heads import HEAD_INITS, DistillHead
 from cldis_jax.models.labelled import LabelledCode, residual_slice
 from cldis_jax.models.unet import UNet
 
-__all__ = ["BetaVAE", "DiffAE", "DistillHead", "LabelledCode", "Models", "SemanticEncoder",
+__all__ = ["BetaVAE", "DiffAE", "Discriminator", "DistillHead", "LabelledCode", "Models", "SemanticEncoder",
            "UNet", "abstract_params", "build_models", "condition", "denoise", "distilled",
            "head_input", "init_params", "mu_directions", "mu_std", "semantic_code",
            "semantic_parts"]
 
 MODEL_KEYS = ("image_size", "in_channels", "latent_dim", "dtype", "condition", "head_init",
-              "diffae", "vae", "labels")
+              "diffae", "vae", "labels", "copilot", "discriminator")
 LABEL_KEYS = ("factors", "sizes", "factor_dim", "residual_dim", "table_std")
 # What the denoiser is conditioned on: z_sem (Diff-AE), or the distilled mean
 # mu_s mapped back to z_dim by the head (the diffusion loss then shapes mu_s).
@@ -46,6 +48,8 @@ class Models(NamedTuple):
   vae: BetaVAE
   head: DistillHead
   labels: LabelledCode | None = None  # labelled factors (model.labels), or None
+  copilot: str = "beta_vae"  # the VAE's objective (cldis_jax.copilots)
+  discriminator: Discriminator | None = None  # FactorVAE's, or None
 
   @property
   def code_dim(self) -> int:
@@ -85,6 +89,12 @@ def build_models(model_config) -> Models:
   # With labels the head reads the residual: the co-pilot's loop disentangles
   # what the labels do not name.
   head_in = labels.residual_dim if labels is not None else z_dim
+  copilot = model_config.get("copilot", "beta_vae")
+  copilots.check_kind(copilot)
+  discriminator = None
+  if copilot == "factor_vae":
+    discriminator = _make(Discriminator, model_config.get("discriminator", {}),
+                          "model.discriminator")
   return Models(
       diffae=_make(DiffAE, model_config.diffae, "model.diffae", **shared),
       vae=_make(BetaVAE, model_config.vae, "model.vae",
@@ -92,7 +102,7 @@ def build_models(model_config) -> Models:
       head=DistillHead(model_config.latent_dim, z_dim=head_in,
                        condition_dim=z_dim if condition == "mu_s" else 0,
                        start=head_init),
-      labels=labels)
+      labels=labels, copilot=copilot, discriminator=discriminator)
 
 
 def _labelled_code(labels_config, z_dim: int) -> LabelledCode | None:
@@ -201,6 +211,9 @@ def _init(models: Models, rng, batch_size: int = 1):
   }
   if models.labels is not None:
     params["labels"] = models.labels.init(k_labels, jnp.zeros((batch_size, d.z_dim)))["params"]
+  if models.discriminator is not None:  # its own key: the other params as without it
+    params["discriminator"] = models.discriminator.init(
+        jax.random.fold_in(rng, 0xd15c), jnp.zeros((batch_size, models.vae.latent_dim)))["params"]
   return params
 
 
