@@ -146,8 +146,9 @@ def base_config() -> ml_collections.ConfigDict:
           kind="diffusion_paced",
           # The controller's value is the co-pilot's pressure: beta (beta-VAE,
           # beta-TCVAE), gamma (FactorVAE), lambda_od (DIP-VAE) or c_max
-          # (AnnealedVAE). None: the co-pilot's default (copilots.TABLE; for
-          # the beta-VAE beta in [1, 8] from 1, kp 0.01, ki 0.001).
+          # (AnnealedVAE; C itself in the loop). None: the co-pilot's default
+          # (copilots.TABLE; for the beta-VAE beta in [1, 8] from 1, kp 0.01,
+          # ki 0.001).
           beta_init=None,  # the value before and during warm-up; "constant" keeps it
           beta_min=None,
           beta_max=None,

@@ -30,8 +30,8 @@ from cldis_jax.models.heads import HEAD_INITS, DistillHead
 from cldis_jax.models.labelled import LabelledCode, residual_slice
 from cldis_jax.models.unet import UNet
 
-__all__ = ["BetaVAE", "DiffAE", "Discriminator", "DistillHead", "LabelledCode", "Models", "SemanticEncoder",
-           "UNet", "abstract_params", "build_models", "condition", "denoise", "distilled",
+__all__ = ["BetaVAE", "DiffAE", "Discriminator", "DistillHead", "LabelledCode", "Models",
+           "SemanticEncoder", "UNet", "abstract_params", "build_models", "condition", "denoise", "distilled",
            "head_input", "init_params", "mu_directions", "mu_std", "semantic_code",
            "semantic_parts"]
 
