@@ -215,8 +215,8 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
   elif generating and generator is None:
     skipped["generation"], generating = ("no latent DDIM: run --mode=train_latent on the "
                                          "workdir first"), False
-  if "fid" in e.metrics and "fid" not in skipped and fid.unavailable(e.fid):
-    skipped["fid"] = fid.unavailable(e.fid)
+  if "fid" in e.metrics and "fid" not in skipped and (why := fid.unavailable(e.fid)):
+    skipped["fid"] = why
   probe = (timed("probe", lambda: _train_probe(config, source))
            if "factor_response" in wanted or labelled or oracle_wanted or generating else None)
   x0 = data.images_at(source, table.reference[:e.ctd.num_sources])

@@ -38,8 +38,8 @@ from clu import parameter_overview
 import jax
 import numpy as np
 
-from cldis_jax import (checkpoint, config_lib, copilots, data, errors, eval_report, evaluate, loop,
-                       models as models_lib, objective, parallel, samples, subspaces,
+from cldis_jax import (checkpoint, config_lib, copilots, data, errors, eval_report, evaluate,
+                       loop, models as models_lib, objective, parallel, samples, subspaces,
                        supervision, train_step, workdir_lock, writer as writer_lib)
 
 
