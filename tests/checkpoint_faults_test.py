@@ -58,10 +58,11 @@ FILES = {
 DAMAGES = ("truncate", "random bytes", "delete")
 
 
-def damage(path: str, how: str) -> None:
+def damage(path: str, how: str, keep: float = 0.5) -> None:
+  """`keep`: the fraction of the file a truncation leaves."""
   if how == "truncate":
     with open(path, "r+b") as f:
-      f.truncate(os.path.getsize(path) // 2)
+      f.truncate(int(os.path.getsize(path) * keep))
   elif how == "random bytes":
     size = max(os.path.getsize(path), 64)
     with open(path, "wb") as f:
@@ -89,7 +90,7 @@ def workdir(tmp_path_factory):
   return path
 
 
-def _damaged_copy(workdir, tmp_path, kind, file, how) -> tuple[str, str]:
+def _damaged_copy(workdir, tmp_path, kind, file, how, keep=0.5) -> tuple[str, str]:
   """(a copy of the workdir with that file of the kind's newest checkpoint
   damaged, the newest checkpoint's directory in the copy)."""
   copy = str(tmp_path / "run")
@@ -99,7 +100,7 @@ def _damaged_copy(workdir, tmp_path, kind, file, how) -> tuple[str, str]:
   paths = FILES[file](newest)
   assert paths and all(os.path.isfile(p) for p in paths), (file, paths)
   for path in paths:
-    damage(path, how)
+    damage(path, how, keep)
   return copy, newest
 
 
@@ -262,7 +263,11 @@ def _cases():
 @pytest.mark.parametrize("kind,program,file,how", list(_cases()))
 def test_a_program_falls_back_stops_or_warns(workdir, tmp_path, caplog, capfd, kind, program,
                                              file, how):
-  copy, newest = _damaged_copy(workdir, tmp_path, kind, file, how)
+  # A data file can end in bytes that no read reaches (how much varies from
+  # write to write), so half of every one may still read intact, which the
+  # first layer allows. A program meets the truncation that surely loses data.
+  keep = 0.0 if file == "arrays" else 0.5
+  copy, newest = _damaged_copy(workdir, tmp_path, kind, file, how, keep)
   subdir, step = KINDS[kind]
   before = _checkpoint_files(copy)
   outcome = EXPECTED[(kind, program)]
