@@ -214,8 +214,9 @@ def copilot_loss(models, params, s: Settings, vae, value, step, rng):
     weights = params["discriminator"]
     tc = discriminator_tc(apply(jax.lax.stop_gradient(weights), vae["z"]))
     z = jax.lax.stop_gradient(vae["z"])
-    loss_discriminator = discriminator_loss(apply(weights, z),
-                                            apply(weights, shuffle_codes(z, rng)))
+    # one pass over both batches: the weights are read once (they dominate at small batch)
+    logits = apply(weights, jnp.concatenate([z, shuffle_codes(z, rng)]))
+    loss_discriminator = discriminator_loss(logits[:len(z)], logits[len(z):])
   reg, terms = regulariser(s, value, kl, vae, step, tc)
   return nll + reg, loss_discriminator, terms
 

@@ -112,11 +112,17 @@ def controller_of(config):
   return copilots.controller_config(config.objective.controller, config.model.copilot)
 
 
+def averaged(params: dict) -> dict:
+  """The parameters the EMA keeps: all but FactorVAE's discriminator, which
+  only trains (and is the largest part of the step at small scale)."""
+  return {k: v for k, v in params.items() if k != "discriminator"}
+
+
 def create_train_state(config, models, rng) -> TrainState:
   params = models_lib.init_params(models, rng)
   return TrainState(
       step=jnp.asarray(0, jnp.int32), params=params,
-      ema_params=jax.tree.map(jnp.copy, params),
+      ema_params=jax.tree.map(jnp.copy, averaged(params)),
       opt_state=optimizer_of(config).init(params),
       controller=beta_controller.init_controller(controller_of(config)))
 
@@ -184,7 +190,7 @@ def make_train_step(config, models, mesh):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
-                       state.ema_params, params)
+                       state.ema_params, averaged(params))
     controller = beta_controller.update_controller(controller_config, state.controller,
                                                    diff_loss=aux["loss_diff"], kl=aux["vae_kl"],
                                                    dt_loss=aux["loss_dt"],
