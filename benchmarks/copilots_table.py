@@ -61,13 +61,11 @@ def comparison_rows(scores) -> list[str]:
 
 
 def main(folder: str = "docs/results/copilots"):
-  paths = sorted(glob.glob(os.path.join(folder, "*.json")))
-  scores = _scores(paths)
+  scores = _scores(sorted(glob.glob(os.path.join(folder, "*.json"))))
   for representation in ("mu_s", "vae_mu"):
     print(f"\n`{representation}` of each variant over its seeds (mean ± sample std)\n")
-    rows = seed_means.variant_rows(
-        [p for p in paths if (seed_means.study_variant(p), representation) in scores],
-        representation, METRICS)
+    rows = seed_means.rows_of({v: runs for (v, r), runs in scores.items()
+                               if r == representation}, METRICS)
     print("\n".join(seed_means.header(METRICS) + rows))
   print("\n`mu_s` in the loop against the co-pilot alone (`vae_mu`)\n")
   print("| co-pilot (loop / alone seeds) | " + " | ".join(n for n, _ in METRICS) + " |")

@@ -27,6 +27,11 @@ def variant_rows(paths, column, summary) -> list[str]:
       with open(path) as f:
         results = json.load(f)["results"]
       by_variant.setdefault(variant, []).append(results if column is None else results[column])
+  return rows_of(by_variant, summary)
+
+
+def rows_of(by_variant: dict, summary) -> list[str]:
+  """The rows of variant_rows from runs already read: variant -> results."""
   rows = []
   for variant, runs in sorted(by_variant.items()):
     cells = [f"{variant} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"]
