@@ -54,3 +54,22 @@ class Window:
     rate = (step - self.step) / (now - self.time) if step > self.step else float("nan")
     self.aux, self.step, self.time = [], step, now
     return values, rate
+
+
+def check_finite(step: int, aux, last_saved) -> None:
+  """FloatingPointError naming the non-finite terms if step `step`'s aux says
+  so (waits for that step). Loops check each step one step behind, so that
+  dispatch runs one step ahead and no more."""
+  if bool(aux["finite"]):
+    return
+  values = jax.device_get(aux)
+  bad = [f"{k}={float(v)}" for k, v in values.items()
+         if k != "finite" and not np.isfinite(v)]
+  raise FloatingPointError(
+      f"non-finite values at step {step}: {', '.join(bad)}. Stopped before saving "
+      f"anything from this step; the last checkpoint (step {last_saved}) is intact.")
+
+
+def format_eta(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

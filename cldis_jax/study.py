@@ -36,7 +36,7 @@ import traceback
 from absl import logging
 import numpy as np
 
-from cldis_jax import (config_lib, errors, eval_report, evaluate, study_report, train,
+from cldis_jax import (config_lib, errors, eval_report, evaluate, loop, study_report, train,
                        writer as writer_lib)
 
 RESULT, FAILED = "result.json", "failed.json"
@@ -134,7 +134,7 @@ def run(config, workdir: str) -> dict:
                len(todo))
   spent = []
   for n, (variant, seed) in enumerate(todo):
-    eta = (f", ETA {train.format_eta(np.mean(spent) * (len(todo) - n))}" if spent else "")
+    eta = (f", ETA {loop.format_eta(np.mean(spent) * (len(todo) - n))}" if spent else "")
     logging.info("study: run %d/%d: %s, seed %d%s", n + 1, len(todo), variant, seed, eta)
     directory = run_dir(workdir, variant, seed)
     os.makedirs(directory, exist_ok=True)

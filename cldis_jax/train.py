@@ -36,27 +36,10 @@ import time
 from absl import logging
 from clu import parameter_overview
 import jax
-import numpy as np
 
 from cldis_jax import (checkpoint, config_lib, copilots, data, errors, eval_report, evaluate,
                        loop, models as models_lib, objective, parallel, samples, subspaces,
                        supervision, train_step, workdir_lock, writer as writer_lib)
-
-
-def _check_finite(step: int, aux, last_saved) -> None:
-  if bool(aux["finite"]):
-    return
-  values = jax.device_get(aux)
-  bad = [f"{k}={float(v)}" for k, v in values.items()
-         if k != "finite" and not np.isfinite(v)]
-  raise FloatingPointError(
-      f"non-finite values at step {step}: {', '.join(bad)}. Stopped before saving "
-      f"anything from this step; the last checkpoint (step {last_saved}) is intact.")
-
-
-def format_eta(seconds: float) -> str:
-  seconds = int(max(0, seconds))
-  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False) -> dict:
@@ -185,7 +168,7 @@ def _loop(config, state, batches, step_fn, rng_train, ckpt, writer, stop, output
       logging.info("first step (with compilation) took %.1f s", first_step_s)
       window.restart(step + 1)
     if pending is not None:
-      _check_finite(*pending, last_saved)
+      loop.check_finite(*pending, last_saved)
     pending, done = (step, aux), step + 1
     window.aux.append(aux)
     # A stop at the last step is ignored: the run completes (final outputs, then
@@ -197,7 +180,7 @@ def _loop(config, state, batches, step_fn, rng_train, ckpt, writer, stop, output
     samples_due = loop.due(done, config.samples.every, num_steps)
     evaluation_due = loop.due(done, config.evaluate.every, num_steps)
     if log_due or save_due or samples_due or evaluation_due or preempted:
-      _check_finite(*pending, last_saved)  # never save or log a bad step
+      loop.check_finite(*pending, last_saved)  # never save or log a bad step
     if log_due:
       scalars = _log(writer, window, done, num_steps, t.batch_size)
     if save_due or preempted:
@@ -209,7 +192,7 @@ def _loop(config, state, batches, step_fn, rng_train, ckpt, writer, stop, output
       logging.warning("stopped by preemption at step %d; checkpoint saved", done)
       break
   if pending is not None:
-    _check_finite(*pending, last_saved)
+    loop.check_finite(*pending, last_saved)
   train = loop.mean_aux(jax.device_get(window.aux)) if window.aux else scalars
   return state, dict(status=status, last_saved=last_saved, first_step_s=first_step_s,
                      wall_time_s=time.perf_counter() - t_start, train=train)
@@ -220,7 +203,7 @@ def _log(writer, window, done: int, num_steps: int, batch_size: int) -> dict:
   scalars = dict(loop.mean_aux(values), steps_per_s=rate, images_per_s=rate * batch_size)
   writer.write_scalars(done, scalars)
   if jax.process_index() == 0:
-    eta = format_eta((num_steps - done) / rate) if rate > 0 else "?"
+    eta = loop.format_eta((num_steps - done) / rate) if rate > 0 else "?"
     labelled = (f", classify {scalars['classify']:.3f}" if "classify" in scalars else "")
     logging.info("step %d/%d  loss %.4f (diff %.4f, vae %.2f, dt %.3f%s)  beta %.3f  "
                  "%.2f steps/s, %.1f img/s  ETA %s", done, num_steps, scalars["loss"],

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from cldis_jax import (checkpoint, codes as codes_lib, config_lib, errors, grids, latent, loop,
-                       parallel, train, trained, workdir_lock, writer as writer_lib)
+                       parallel, trained, workdir_lock, writer as writer_lib)
 
 # latent.* keys that change what is trained (the others say when and how long).
 _TRAINED_KEYS = ("latent.net.", "latent.beta_schedule", "latent.num_timesteps", "latent.loss",
@@ -130,31 +130,38 @@ def _codes(model: trained.Run, out_dir: str) -> np.ndarray:
 
 def _loop(config, net, state, codes: np.ndarray, mesh, ckpt, writer, stop):
   """Steps to `latent.num_steps` or a stop signal -> (state, status, the
-  last logged means)."""
+  last logged means). As in training, each step's finiteness is checked one
+  step behind, so dispatch runs one step ahead and no further (with hundreds
+  of sharded steps queued, XLA:CPU's collectives once timed out on a 2-core
+  machine split into two devices)."""
   lat = config.latent
   step_fn = latent.make_step(config, net)
   rng = jax.random.key(config.seed + 2)
-  window, means = loop.Window(int(state.step)), {}
+  window, means, pending, last_saved = loop.Window(int(state.step)), {}, None, ckpt.latest_step()
   for step in range(int(state.step), lat.num_steps):
     rows = latent.batch_rows(config.seed, step, len(codes), lat.batch_size)
     batch = jax.device_put(codes[rows], parallel.batch_sharding(mesh))
     state, aux = step_fn(state, batch, rng)
+    if pending is not None:
+      loop.check_finite(*pending, last_saved)
+    pending, done = (step, aux), step + 1
     window.aux.append(aux)
-    done = step + 1
     preempted = stop.reached(done) and done < lat.num_steps
-    if loop.due(done, lat.log_every, lat.num_steps) or preempted:
+    log_due = loop.due(done, lat.log_every, lat.num_steps) or preempted
+    save_due = loop.due(done, lat.checkpoint_every) or preempted
+    if log_due or save_due:
+      loop.check_finite(*pending, last_saved)  # never save or log a bad step
+    if log_due:
       values, rate = window.report(done)
-      if not all(v["finite"] for v in values):
-        raise FloatingPointError(f"non-finite latent loss by step {done}; the last "
-                                 f"checkpoint ({ckpt.latest_step()}) is intact")
       means = loop.mean_aux(values)
       writer.write_scalars(done, {f"latent/{k}": v for k, v in means.items()}
                            | {"latent/steps_per_s": rate})
-      eta = train.format_eta((lat.num_steps - done) / rate) if rate > 0 else "?"
+      eta = loop.format_eta((lat.num_steps - done) / rate) if rate > 0 else "?"
       logging.info("latent step %d/%d  loss %.4f  grad norm %.3f  %.1f steps/s  ETA %s",
                    done, lat.num_steps, means["loss"], means["grad_norm"], rate, eta)
-    if loop.due(done, lat.checkpoint_every) or preempted:
+    if save_due:
       ckpt.save(done, state, config)
+      last_saved = done
     if preempted:
       logging.warning("latent DDIM stopped by preemption at step %d; checkpoint saved", done)
       return state, "preempted", means

@@ -15,6 +15,7 @@ from cldis_jax import api, convert, diffusion, errors, evaluate, latent, sample,
 from cldis_jax.metrics import generation
 from cldis_jax.models.latent_net import LatentNet
 from conftest import DIFFAE_KEYS, run_json_script
+import torch_reference
 
 OFFICIAL = LatentNet(channels=512)  # latent_mlp_2048_norm_10layers
 
@@ -75,57 +76,12 @@ def test_a_lightning_checkpoint_gives_the_ema_latent_net_and_its_code_moments():
   np.testing.assert_array_equal(stats["conds_std"], 2 * np.ones(8))
 
 
-def _torch_mlp_skip_net(torch, channels, hidden, num_layers, temb_channels):
-  """The official module's computation, restated in PyTorch with the
-  official key names (time_embed.{0,2}; layers.i.{linear, linear_emb,
-  cond_layers.1, norm})."""
-  nn = torch.nn
-
-  class Layer(nn.Module):
-    def __init__(self, a, b, last):
-      super().__init__()
-      self.last = last
-      self.linear = nn.Linear(a, b)
-      if not last:
-        self.linear_emb = nn.Linear(channels, b)
-        self.cond_layers = nn.Sequential(nn.SiLU(), self.linear_emb)
-        self.norm = nn.LayerNorm(b)
-
-    def forward(self, h, temb):
-      h = self.linear(h)
-      if self.last:
-        return h
-      return nn.functional.silu(self.norm(h * (1.0 + self.cond_layers(temb))))
-
-  class Net(nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.time_embed = nn.Sequential(nn.Linear(temb_channels, channels), nn.SiLU(),
-                                      nn.Linear(channels, channels))
-      self.layers = nn.ModuleList(
-          [Layer((channels if i == 0 else hidden + channels),
-                 channels if i == num_layers - 1 else hidden, i == num_layers - 1)
-           for i in range(num_layers)])
-
-    def forward(self, x, t):
-      half = temb_channels // 2
-      freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
-      args = t[:, None].float() * freqs[None]
-      temb = self.time_embed(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
-      h = x
-      for i, layer in enumerate(self.layers):
-        h = layer(torch.cat([h, x], dim=1) if i else h, temb)
-      return h
-
-  return Net()
-
-
 def test_outputs_match_the_official_computation_on_the_same_weights():
   torch = pytest.importorskip("torch")
   net = LatentNet(channels=32, hidden_channels=64, num_layers=5, time_embed_channels=16)
   params = jax.tree.map(lambda a: a + 0.1 * np.random.default_rng(0).standard_normal(a.shape),
                         _params(net))  # LayerNorm scale/bias away from 1/0
-  reference = _torch_mlp_skip_net(torch, 32, 64, 5, 16)
+  reference = torch_reference.mlp_skip_net(torch, 32, 64, 5, 16)
   reference.load_state_dict({k: torch.from_numpy(np.array(v, np.float32))
                              for k, v in convert.latent_to_torch(params).items()})
   x = np.random.default_rng(1).standard_normal((6, 32)).astype(np.float32)
@@ -134,6 +90,21 @@ def test_outputs_match_the_official_computation_on_the_same_weights():
     want = reference(torch.from_numpy(x), torch.from_numpy(t.astype(np.int64))).numpy()
   got = np.asarray(net.apply({"params": params}, x, t))
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_latent_sampler_equals_the_official_ddim_loop_on_the_same_weights(test_config):
+  torch = pytest.importorskip("torch")
+  net = LatentNet(channels=32, hidden_channels=64, num_layers=5, time_embed_channels=16)
+  params = _params(net, seed=3)
+  reference = torch_reference.mlp_skip_net(torch, 32, 64, 5, 16)
+  reference.load_state_dict({k: torch.from_numpy(np.array(v, np.float32))
+                             for k, v in convert.latent_to_torch(params).items()})
+  noise = np.random.default_rng(2).standard_normal((5, 32)).astype(np.float32)
+  want = torch_reference.ddim_sample(torch, reference, torch.from_numpy(noise),
+                                     torch_reference.constant_alphas_cumprod(0.008),
+                                     np.arange(0, 1000, 100)[::-1]).numpy()  # Diff-AE's ddim10
+  got = latent.sample_codes(net, latent.process(test_config, 10), params, 0.0, 1.0, noise)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
 def test_z_scoring_round_trips_with_the_unbiased_std():
@@ -198,6 +169,19 @@ def test_resumed_latent_training_equals_uninterrupted(latent_workdir, test_confi
   changed.latent.num_steps = 9
   with pytest.raises(errors.WorkdirError, match="latent.learning_rate: 0.0001 -> 0.001"):
     train_latent.run(changed, resumed)
+
+
+def test_a_non_finite_latent_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
+    trained_workdir, test_config, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(trained_workdir, workdir)
+  config = test_config.copy_and_resolve_references()
+  config.latent.update(learning_rate=1e30, checkpoint_every=1)  # weights ~1e30 after step 1
+  with pytest.raises(FloatingPointError, match=r"at step 1: .*loss=(nan|inf)"):
+    train_latent.run(config, workdir)
+  state = latent.restore(workdir)[2]
+  assert int(state.step) == 1
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
 
 
 def test_samples_are_the_same_per_seed_whatever_the_batch(latent_workdir, test_config):
