@@ -1,6 +1,7 @@
-"""What the training and navigation loops share: when a periodic action is
-due, the window of aux values between two reports, and the teardown of what a
-loop holds (its checkpoints, its writer and the stop signal)."""
+"""What the training loops (autoencoder, latent DDIM, navigation) share: when
+a periodic action is due, the window of aux values between two reports, the
+step-behind finiteness check, the ETA, and the teardown of what a loop holds
+(its checkpoints, its writer and the stop signal)."""
 
 import contextlib
 import time

@@ -171,6 +171,7 @@ def test_resumed_latent_training_equals_uninterrupted(latent_workdir, test_confi
     train_latent.run(changed, resumed)
 
 
+@pytest.mark.slow
 def test_a_non_finite_latent_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
     trained_workdir, test_config, tmp_path):
   workdir = str(tmp_path / "run")
