@@ -65,6 +65,7 @@ MINIMUM_VALUES = {
     "sample.latent_steps": 1, "sample.image_steps": 1, "sample.batch_size": 1,
     "sample.edit_images": 0, "sample.quality_images": 4,
     "evaluate.fid.num_images": 2, "evaluate.fid.batch_size": 1,
+    "evaluate.fid.precision_recall_images": 0,
 }
 
 

@@ -15,6 +15,11 @@ protocol, without its random flips) or a seeded draw
 (`evaluate.fid.reference = "random"`); its statistics are cached in
 `<workdir>/eval/fid_reference/` keyed by dataset, size, choice and weights
 file, and reused. The protocol goes into the results.
+
+With `evaluate.fid.precision_recall_images` > 0, both also get improved
+precision and recall (`metrics.generation.precision_recall`, k = 3) in the
+same features, on the first that many images of each set; the reference's
+features are cached with its moments.
 """
 
 import functools
@@ -92,45 +97,67 @@ def _to_uint8_rgb(images) -> np.ndarray:
 
 
 def reference_stats(config, source, params, cache_dir: str) -> tuple:
-  """(mean, covariance) of the reference images' features, from the cache
-  when it holds this dataset, size, choice and weights file."""
+  """(mean, covariance, features of the first `precision_recall_images`
+  images or None) of the reference images, from the cache when it holds this
+  dataset, size, choice, weights file and precision/recall count."""
   f = config.evaluate.fid
   rows = reference_rows(config, source)
+  kept = _pr_count(f, len(rows))
   with open(f.weights, "rb") as fh:
     weights_id = hashlib.sha256(fh.read()).hexdigest()[:16]
-  key = f"{source.name.replace('/', '_')}_{config.model.image_size}px_{f.reference}{len(rows)}_{weights_id}"
+  key = (f"{source.name.replace('/', '_')}_{config.model.image_size}px_{f.reference}{len(rows)}"
+         f"{f'_pr{kept}' if kept else ''}_{weights_id}")
   path = os.path.join(cache_dir, key + ".npz")
   if os.path.isfile(path):
     with np.load(path) as cached:
-      return cached["mu"], cached["sigma"]
+      return cached["mu"], cached["sigma"], (cached["features"] if kept else None)
   logging.info("FID: the reference statistics of %d images (cached in %s)", len(rows), path)
-  feats = [features(params, _to_uint8_rgb(data.images_at(source, rows[i:i + 1000])),
-                    f.batch_size) for i in range(0, len(rows), 1000)]
-  mu, sigma = generation.gaussian_stats(np.concatenate(feats))
+  feats = np.concatenate([
+      features(params, _to_uint8_rgb(data.images_at(source, rows[i:i + 1000])), f.batch_size)
+      for i in range(0, len(rows), 1000)])
+  mu, sigma = generation.gaussian_stats(feats)
+  kept_feats = feats[:kept].astype(np.float32) if kept else None
   os.makedirs(cache_dir, exist_ok=True)
   with writer_lib.replacing(path) as tmp:
     with open(tmp, "wb") as fh:
-      np.savez(fh, mu=mu, sigma=sigma)
-  return mu, sigma
+      np.savez(fh, mu=mu, sigma=sigma, **({"features": kept_feats} if kept else {}))
+  return mu, sigma, kept_feats
+
+
+def _pr_count(fid_config, num_images: int) -> int:
+  """Images per set for precision/recall: 0 (off) or at most num_images."""
+  return min(fid_config.precision_recall_images, num_images)
+
+
+def _scores(feats, reference: tuple) -> dict:
+  """{"fid"} of generated features against the reference, and with its
+  features, "precision" and "recall" on the first as many of each."""
+  mu, sigma, ref_feats = reference
+  out = {"fid": generation.frechet_distance(generation.gaussian_stats(feats), (mu, sigma))}
+  if ref_feats is not None:
+    out.update(generation.precision_recall(ref_feats, feats[:len(ref_feats)]))
+  return out
 
 
 def evaluate_fid(config, models, params, source, generator, cache_dir: str) -> dict:
-  """{"sampling": {"fid"} (with a latent DDIM), "autoencoding": {"fid"},
-  "protocol"}."""
+  """{"sampling": {"fid", "precision", "recall"} (with a latent DDIM),
+  "autoencoding": the same, "protocol"}; precision and recall only with
+  evaluate.fid.precision_recall_images > 0."""
   f = config.evaluate.fid
   inception = load_inception(f.weights)
   reference = reference_stats(config, source, inception, cache_dir)
   rows = reference_rows(config, source)
   out = {"protocol": dict(num_images=len(rows), reference=f.reference, weights=f.weights,
                           image_steps=config.sample.image_steps, resize="bilinear 299, "
-                          "align_corners=False", quantised="uint8")}
+                          "align_corners=False", quantised="uint8",
+                          precision_recall=dict(images=_pr_count(f, len(rows)),
+                                                k=generation.NEAREST, features="pool3"))}
   recon = []
   for i in range(0, len(rows), 1000):
     images = data.images_at(source, rows[i:i + 1000])
     decoded = latent.autoencode(config, models, params, images, config.sample.seed + 1 + i)
     recon.append(features(inception, _to_uint8_rgb(decoded), f.batch_size))
-  out["autoencoding"] = {"fid": generation.frechet_distance(
-      generation.gaussian_stats(np.concatenate(recon)), reference)}
+  out["autoencoding"] = _scores(np.concatenate(recon), reference)
   if generator is not None:
     gen_config, net, state = generator
     sampled = []
@@ -138,7 +165,6 @@ def evaluate_fid(config, models, params, source, generator, cache_dir: str) -> d
       drawn = latent.generate(gen_config, models, params, net, state, min(1000, len(rows) - i),
                               gen_config.sample.seed + i)["images"]
       sampled.append(features(inception, _to_uint8_rgb(drawn), f.batch_size))
-    out["sampling"] = {"fid": generation.frechet_distance(
-        generation.gaussian_stats(np.concatenate(sampled)), reference)}
+    out["sampling"] = _scores(np.concatenate(sampled), reference)
     out["protocol"]["latent_steps"] = gen_config.sample.latent_steps
   return out

@@ -18,7 +18,10 @@ oracle itself, between its reading of the real images and their labels),
 per factor the share of images read with probability >= `CONFIDENT`, and
 the Fréchet distance in the oracle's features to the real images' (with, as
 the floor, the distance between two halves of the real set).
-`frechet_ratio` is the samples' distance over the reconstructions'.
+`frechet_ratio` is the samples' distance over the reconstructions'. In the
+same features, `precision` and `recall` (Kynkäänniemi et al., k = 3): the
+share of a set's images inside the real images' manifold, and of real images
+inside the set's.
 
 `codes` separates the two stages: the Fréchet distance between the sampled
 codes and the real images' codes (the latent DDIM's own error), next to the
@@ -61,7 +64,8 @@ def evaluate_generation(config, models, params, source, oracle, generator) -> di
                                                        read["real"]["index"][:, j], sizes[j])
                          for j, f in enumerate(oracle.names)},
         confident=_confident(read[name], oracle.names),
-        frechet=generation.frechet_distance(stats[name], stats["real"]))
+        frechet=generation.frechet_distance(stats[name], stats["real"]),
+        **generation.precision_recall(read["real"]["features"], read[name]["features"]))
     out[name]["max_total_variation"] = max(out[name]["total_variation"].values())
   out["real"] = dict(
       confident=_confident(read["real"], oracle.names),

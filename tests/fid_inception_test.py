@@ -181,15 +181,20 @@ def test_evaluate_reports_sampling_and_autoencoding_fid_and_keeps_the_reference(
   config = test_config.copy_and_resolve_references()
   config.evaluate.metrics = ("fid",)
   config.evaluate.fid.update(weights=_random_weights_file(tmp_path / "w.npz", template),
-                             num_images=4, batch_size=4, reference="random")
+                             num_images=4, batch_size=4, reference="random",
+                             precision_recall_images=4)
   workdir = str(tmp_path / "run")
   shutil.copytree(latent_workdir[0], workdir)
   column = evaluate.run(config, workdir)["results"]["fid"]
   assert column["sampling"]["fid"] > 0 and column["autoencoding"]["fid"] > 0
+  for scores in (column["sampling"], column["autoencoding"]):
+    assert 0 <= scores["precision"] <= 1 and 0 <= scores["recall"] <= 1
+  assert column["protocol"]["precision_recall"] == {"images": 4, "k": 3, "features": "pool3"}
   assert column["protocol"]["num_images"] == 4 and column["protocol"]["reference"] == "random"
   cache = os.path.join(workdir, "eval", "fid_reference")
   (cached,) = os.listdir(cache)
-  with np.load(os.path.join(cache, cached)) as stats:  # pool3 moments of the 4 images
+  with np.load(os.path.join(cache, cached)) as stats:  # pool3 moments and features
     assert stats["mu"].shape == (2048,) and stats["sigma"].shape == (2048, 2048)
+    assert stats["features"].shape == (4, 2048)
     np.testing.assert_array_equal(stats["sigma"], stats["sigma"].T)
     assert np.trace(stats["sigma"]) > 0

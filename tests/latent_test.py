@@ -256,6 +256,17 @@ def test_frechet_distance_is_zero_on_itself_and_the_closed_form_between_gaussian
   assert generation.total_variation([0, 0, 1, 1], [0, 0, 0, 0], 3) == pytest.approx(0.5)
 
 
+def test_precision_and_recall_are_one_on_the_same_set_zero_apart_and_dropping_a_mode_halves_recall():
+  rng = np.random.default_rng(0)
+  real = np.concatenate([rng.standard_normal((500, 2)), rng.standard_normal((500, 2)) + 20])
+  assert generation.precision_recall(real, real, batch=7) == {"precision": 1.0, "recall": 1.0}
+  assert generation.precision_recall(real, real + 100) == {"precision": 0.0, "recall": 0.0}
+  one_mode = generation.precision_recall(real, rng.standard_normal((500, 2)))
+  assert one_mode["precision"] > 0.9 and 0.4 < one_mode["recall"] < 0.52, one_mode
+  with pytest.raises(ValueError, match="needs more than 3 points per set"):
+    generation.precision_recall(real, real[:3])
+
+
 def test_the_generation_column_reads_samples_with_the_oracle(latent_workdir, test_config,
                                                               trained_workdir, tmp_path):
   workdir, _ = latent_workdir
@@ -267,6 +278,7 @@ def test_the_generation_column_reads_samples_with_the_oracle(latent_workdir, tes
   for name in ("samples", "reconstructions"):
     assert set(column[name]["total_variation"]) == factors
     assert 0 <= column[name]["max_total_variation"] <= 1 and column[name]["frechet"] >= 0
+    assert 0 <= column[name]["precision"] <= 1 and 0 <= column[name]["recall"] <= 1
   assert column["frechet_ratio"] == pytest.approx(
       column["samples"]["frechet"] / column["reconstructions"]["frechet"])
   plain = str(tmp_path / "plain")
