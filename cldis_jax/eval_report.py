@@ -36,9 +36,13 @@ HEADLINE = (("factor_vae", "eval_accuracy", "FactorVAE"), ("beta_vae", "eval_acc
             ("dependence", "cross_covariance", "block cross-corr"),
             ("samples", "max_total_variation", "samples max TV"),
             ("samples", "frechet", "samples oracle FD"),
+            ("samples", "precision", "samples precision"),
+            ("samples", "recall", "samples recall"),
             ("reconstructions", "frechet", "reconstructions oracle FD"),
             ("codes", "frechet", "sampled codes FD"),
-            ("sampling", "fid", "FID (samples)"), ("autoencoding", "fid", "FID (autoencoding)"))
+            ("sampling", "fid", "FID (samples)"), ("autoencoding", "fid", "FID (autoencoding)"),
+            ("sampling", "precision", "precision (samples)"),
+            ("sampling", "recall", "recall (samples)"))
 
 
 def headline(summary) -> dict[str, float]:
@@ -46,7 +50,7 @@ def headline(summary) -> dict[str, float]:
   out = {}
   for rep, res in summary["results"].items():
     for metric, key, label in HEADLINE:
-      if metric in res:
+      if key in res.get(metric, {}):  # precision/recall only when asked for
         out[f"{rep}/{label}"] = float(res[metric][key])
     for variant, t in res.get("tad", {}).items():
       out[f"{rep}/TAD ({variant})"] = float(t["tad"])
