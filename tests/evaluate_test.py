@@ -157,14 +157,17 @@ for n in (1, 2):
   table = codes.CodeTable(source, nets, params, batch_size=7, reference_images=9,
                           devices=jax.devices()[:n])
   out[n] = {rep: table.representation(rep)(rows) for rep in codes.REPRESENTATIONS}
+# float32 rounding only: the per-device batch shape may pick other kernels on some CPUs
 print(json.dumps(dict(
     batch=table.batch_size, devices=jax.device_count(),
-    equal={rep: bool(np.array_equal(out[1][rep], out[2][rep])) for rep in out[1]})))
+    equal={rep: bool(np.allclose(out[1][rep], out[2][rep], rtol=1e-5, atol=1e-5))
+           for rep in out[1]},
+    max_difference={rep: float(np.abs(out[1][rep] - out[2][rep]).max()) for rep in out[1]})))
 """
 
 
 @pytest.mark.slow
-def test_codes_encoded_on_two_devices_equal_one_device():
+def test_codes_encoded_on_two_devices_equal_one_device_to_rounding():
   result = run_json_script(_CODES_ON_DEVICES, config_path("test.py"), devices=2)
   assert result["devices"] == 2 and result["batch"] == 8  # 7 rounded up to split evenly
   assert all(result["equal"].values()), result
