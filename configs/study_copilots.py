@@ -9,8 +9,10 @@ Per co-pilot two rows: `<co-pilot>_alone`, trained alone at the third value
 of Locatello et al.'s grid (beta 4, beta 4, gamma 30, lambda_od 5,
 lambda_od 5, c_max 25: the lower middle of each grid, the same rule for
 all), and `<co-pilot>_loop`, in the loop over its own range
-(configs/copilots.py). Evaluated with disentanglement_lib's sample sizes
-for FactorVAE, MIG and DCI. What the rows showed: docs/copilots.md.
+(configs/copilots.py); `beta_vae_loop` is the quickstart itself, the
+`cldis` row of configs/study.py, whose kept runs benchmarks/copilots_table.py
+reads. Evaluated with disentanglement_lib's sample sizes for FactorVAE, MIG
+and DCI. What the rows showed: docs/copilots.md.
 """
 
 import os
