@@ -14,7 +14,9 @@ metric, whether `mu_s` in the loop beats the co-pilot trained alone (its own
 means, `vae_mu`): the gap of the means against the pooled std
 sqrt((s1^2 + s2^2) / 2), the test of docs/study.md. Writes `comparison.png`
 (every seed's score, per co-pilot and metric) and `pressure.png` (the value
-the loop gave each co-pilot over training).
+the loop gave each co-pilot over training), and prints that value per loop
+run: at the end, where it first reached its highest, and the KL against the
+set point.
 
   python benchmarks/copilots_table.py [docs/results/copilots [docs/results/study/results.json]]
 """
@@ -55,14 +57,14 @@ def _runs(folder: str, study_results: str) -> tuple[dict, dict, str | None]:
   for path in sorted(glob.glob(os.path.join(folder, "records", "*.json"))):
     with open(path) as f:
       record = json.load(f)
-    curves.setdefault(record["variant"], []).append(record["curves"])
+    curves.setdefault(record["variant"], []).append((record["seed"], record["curves"]))
   ours, theirs = LOOP_OF_STUDY
   if ours not in metrics and os.path.exists(study_results):
     with open(study_results) as f:
       runs = [r for r in json.load(f)["runs"]
               if r["variant"] == theirs and r.get("status") == "completed"]
     metrics[ours] = [r["metrics"] for r in runs]
-    curves[ours] = [r["curves"] for r in runs]
+    curves[ours] = [(r["seed"], r["curves"]) for r in runs]
     note = (f"`{ours}`: the {len(runs)} `{theirs}` runs of {study_results} (the same config, "
             "trained by the same code)")
   return metrics, curves, note
@@ -105,6 +107,22 @@ def mean_rows(metrics, representation) -> list[str]:
   return seed_means.header(summary) + seed_means.rows_of(chosen, summary)
 
 
+def pressure_rows(curves) -> list[str]:
+  """Per loop variant and seed, from its record: the value the controller
+  gave the co-pilot at the end (`beta`: beta, gamma, lambda_od or C), the
+  first logged step at which it reached that run's highest value, and the
+  VAE's KL against the controller's set point at the end."""
+  rows = ["| variant | seed | value at the end | first at its highest (step) | KL / set point at the end |",
+          "|---|---|---|---|---|"]
+  for variant in sorted(v for v in curves if v.endswith("_loop")):
+    for seed, c in sorted(curves[variant], key=lambda run: run[0]):
+      steps, values = np.array(c["beta"]).T
+      top = steps[np.argmax(values >= values.max() - 1e-6)]
+      kl = f"{c['vae_kl'][-1][1]:.1f} / {c['controller_setpoint'][-1][1]:.1f}" if "vae_kl" in c else "-"
+      rows.append(f"| {variant} | {seed} | {values[-1]:.3g} | {int(top)} | {kl} |")
+  return rows
+
+
 def plot_comparison(metrics, path: str):
   """Per metric, per co-pilot: every seed's score alone (vae_mu) and in the
   loop (mu_s, and the loop's own vae_mu), the means as bars."""
@@ -142,7 +160,7 @@ def plot_pressure(curves, path: str):
     return
   fig, axes = plt.subplots(1, len(loops), figsize=(3.2 * len(loops), 3), squeeze=False)
   for ax, variant in zip(axes[0], loops):
-    for seed_curves in curves[variant]:
+    for _, seed_curves in curves[variant]:
       steps, values = np.array(seed_curves["beta"]).T
       ax.plot(steps, values, lw=1)
     ax.set_title(variant[:-len("_loop")], fontsize=10)
@@ -164,6 +182,8 @@ def main(folder: str = "docs/results/copilots",
   print("| co-pilot (loop / alone seeds) | " + " | ".join(n for n, _ in METRICS) + " |")
   print("|" + "---|" * (len(METRICS) + 1))
   print("\n".join(comparison_rows(metrics)))
+  print("\nThe controller's value for each loop run\n")
+  print("\n".join(pressure_rows(curves)))
   plot_comparison(metrics, os.path.join(folder, "comparison.png"))
   plot_pressure(curves, os.path.join(folder, "pressure.png"))
   print(f"\nwrote {folder}/comparison.png, {folder}/pressure.png")
