@@ -43,30 +43,32 @@ def check_known_keys(given: Mapping, valid: Iterable[str], where: str) -> None:
                              + f". Valid keys of {where}: {', '.join(valid)}")
 
 
-# Sizes and cadences checked at start-up, before anything compiles: each must
-# be an integer of at least the given value (0 means "never" for cadences).
-MINIMUM_VALUES = {
-    "model.image_size": 8, "model.in_channels": 1, "model.latent_dim": 1,
-    "model.diffae.base_channels": 1, "model.diffae.num_res_blocks": 1,
-    "model.diffae.enc_num_res_blocks": 1, "model.diffae.num_heads": 1,
-    "model.diffae.embed_dim": 1, "model.diffae.z_dim": 1, "model.vae.hidden_channels": 1,
-    "model.vae.hidden_dim": 1, "diffusion.num_timesteps": 1, "diffusion.sample_steps": 1,
-    "train.batch_size": 1, "train.num_steps": 1, "train.log_every": 1,
-    "train.checkpoint_every": 0, "train.keep_checkpoints": 1, "samples.every": 0,
-    "samples.num_images": 1, "samples.traversal_steps": 1, "data.num_threads": 1,
-    "data.prefetch": 0, "evaluate.every": 0, "evaluate.encode_batch": 1, "evaluate.dci_workers": 0,
-    "navigate.batch_size": 1, "navigate.num_steps": 1, "navigate.log_every": 1,
-    "navigate.checkpoint_every": 1, "navigate.keep_checkpoints": 1,
-    "navigate.reference_images": 2, "edit.num_strengths": 1, "edit.invert_steps": 1,
-    "edit.decode_steps": 1, "latent.net.hidden_channels": 1, "latent.net.num_layers": 1,
-    "latent.net.time_embed_channels": 2, "latent.num_timesteps": 1, "latent.num_images": 0,
-    "latent.batch_size": 1, "latent.num_steps": 1, "latent.log_every": 1,
-    "latent.checkpoint_every": 1, "latent.keep_checkpoints": 1, "sample.num_images": 1,
-    "sample.latent_steps": 1, "sample.image_steps": 1, "sample.batch_size": 1,
-    "sample.edit_images": 0, "sample.quality_images": 4,
-    "evaluate.fid.num_images": 2, "evaluate.fid.batch_size": 1,
-    "evaluate.fid.precision_recall_images": 0,
+# Sizes and cadences checked at start-up, before anything compiles, section
+# by section: each must be an integer of at least the given value (0 means
+# "never" for cadences).
+_MINIMUMS = {
+    "model": dict(image_size=8, in_channels=1, latent_dim=1),
+    "model.diffae": dict(base_channels=1, num_res_blocks=1, enc_num_res_blocks=1, num_heads=1,
+                         embed_dim=1, z_dim=1),
+    "model.vae": dict(hidden_channels=1, hidden_dim=1),
+    "diffusion": dict(num_timesteps=1, sample_steps=1),
+    "train": dict(batch_size=1, num_steps=1, log_every=1, checkpoint_every=0,
+                  keep_checkpoints=1),
+    "samples": dict(every=0, num_images=1, traversal_steps=1),
+    "data": dict(num_threads=1, prefetch=0),
+    "evaluate": dict(every=0, encode_batch=1, dci_workers=0),
+    "evaluate.fid": dict(num_images=2, batch_size=1, precision_recall_images=0),
+    "navigate": dict(batch_size=1, num_steps=1, log_every=1, checkpoint_every=1,
+                     keep_checkpoints=1, reference_images=2),
+    "edit": dict(num_strengths=1, invert_steps=1, decode_steps=1),
+    "latent.net": dict(hidden_channels=1, num_layers=1, time_embed_channels=2),
+    "latent": dict(num_timesteps=1, num_images=0, batch_size=1, num_steps=1, log_every=1,
+                   checkpoint_every=1, keep_checkpoints=1),
+    "sample": dict(num_images=1, latent_steps=1, image_steps=1, batch_size=1, edit_images=0,
+                   quality_images=4),
 }
+MINIMUM_VALUES = {f"{section}.{key}": low
+                  for section, keys in _MINIMUMS.items() for key, low in keys.items()}
 
 
 def check_values(config, where: str = "config") -> None:

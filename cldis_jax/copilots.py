@@ -40,6 +40,7 @@ class Copilot(NamedTuple):
   grid: tuple           # Locatello et al.'s values of it (disentanglement_lib's sweep)
   controller: dict      # default beta_init, beta_min, beta_max, kp, ki of the controller
   sign: int = 1         # -1: the value is a capacity (raising it lowers the pressure)
+  discriminator: bool = False  # trains FactorVAE's discriminator beside the VAE
 
 
 def _range(init, low, high):
@@ -53,7 +54,8 @@ def _range(init, low, high):
 TABLE = {
     "beta_vae": Copilot("beta", (1, 2, 4, 6, 8, 16), _range(1, 1, 8)),
     "beta_tcvae": Copilot("beta", (1, 2, 4, 6, 8, 10), _range(1, 1, 10)),
-    "factor_vae": Copilot("gamma", (10, 20, 30, 40, 50, 100), _range(10, 10, 100)),
+    "factor_vae": Copilot("gamma", (10, 20, 30, 40, 50, 100), _range(10, 10, 100),
+                          discriminator=True),
     "dip_vae_i": Copilot("lambda_od", (1, 2, 5, 10, 20, 50), _range(1, 1, 50)),
     "dip_vae_ii": Copilot("lambda_od", (1, 2, 5, 10, 20, 50), _range(1, 1, 50)),
     "annealed_vae": Copilot("c_max", (5, 10, 25, 50, 75, 100), _range(0, 0, 100), sign=-1),
@@ -78,6 +80,12 @@ def check_kind(kind: str) -> Copilot:
     raise errors.ConfigError(f"model.copilot = {kind!r} is not a co-pilot; valid: "
                              f"{', '.join(COPILOTS)}")
   return TABLE[kind]
+
+
+def has_discriminator(kind: str) -> bool:
+  """Whether co-pilot `kind` trains a discriminator (its own parameters,
+  optimizer and loss term)."""
+  return check_kind(kind).discriminator
 
 
 def settings(config) -> Settings:

@@ -33,7 +33,7 @@ import os
 from absl import logging
 import numpy as np
 
-from cldis_jax import api, config_lib, data, errors, grids, trained, writer as writer_lib
+from cldis_jax import api, checks, data, errors, grids, trained, writer as writer_lib
 
 EDITS = api.KINDS + ("labels", "swaps")  # what edit.directions takes
 
@@ -55,7 +55,7 @@ def direction_grid(inputs, frames) -> np.ndarray:
 
 def run(config, workdir: str) -> dict:
   """`--mode=edit` on `workdir`'s latest training checkpoint."""
-  config_lib.check_config(config)
+  checks.check(config)
   trained.one_process("edit")
   e = config.edit
   if e.directions not in EDITS:

@@ -25,8 +25,10 @@ the learned directions ("navigation") with the traversal metrics, next to the
 representations' own axes.
 """
 
+import dataclasses
 import os
 import time
+from typing import Any, Callable, NamedTuple
 
 from absl import logging
 import numpy as np
@@ -39,14 +41,73 @@ from cldis_jax.metrics import (beta_vae, ctd, dci, factor_probe, factor_vae, mig
 
 SUPERVISED = ("factor_vae", "beta_vae", "mig", "dci", "sap", "modularity")
 TRAVERSAL = ("ctd", "factor_response")  # computed on decoded traversals
-# "labels": ZeroDIM's protocol for runs with labelled factors (labelled_eval.py);
-# "subspaces": swaps and dependence for runs with subspaces (subspace_eval.py);
-# "generation": the latent DDIM's samples read by the factor oracle
-# (generation_eval.py); "fid": Diff-AE's FID protocol, sampling and
-# autoencoding (fid.py). Each is reported as its own column; nothing to
-# compute for other runs.
-OWN_COLUMNS = ("labels", "subspaces", "generation", "fid")
-METRICS = SUPERVISED + ("tad",) + TRAVERSAL + OWN_COLUMNS
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+  """What an evaluation column reads."""
+  config: Any
+  models: Any
+  params: Any
+  source: Any
+  ground_truth: Any  # protocol.GroundTruth, or None without ground-truth factors
+  generator: Any  # the latent DDIM (latent.load_generator), or None
+  out_dir: str
+
+
+class Column(NamedTuple):
+  """An evaluation column of its own (not one number per representation)."""
+  what: str  # for the log
+  applies: Callable[[Inputs], bool]  # whether this run has the column at all
+  why_unavailable: Callable[[Inputs], str | None]  # why it cannot be computed; None: it can
+  reads_factors: Callable[[Inputs], bool]  # whether it needs the factor oracle (the probe)
+  run: Callable[[Inputs, Any], dict]  # (inputs, the probe or None) -> its results
+
+
+def _always(_: Inputs) -> bool:
+  return True
+
+
+def _no_factors(i: Inputs) -> str | None:
+  return None if i.ground_truth is not None else f"{i.source.name} has no ground-truth factors"
+
+
+def _no_generator(i: Inputs) -> str | None:
+  if i.generator is None:
+    return "no latent DDIM: run --mode=train_latent on the workdir first"
+  return None
+
+
+# Each column: its own module, computed only for the runs it applies to and
+# listed under `skipped` with why where it applies but cannot be computed.
+COLUMNS = {
+    # ZeroDIM's protocol for runs with labelled factors (labelled_eval.py).
+    "labels": Column(
+        "the labelled factors (ZeroDIM's protocol)", lambda i: i.models.labels is not None,
+        _no_factors, _always, lambda i, probe: labelled_eval.evaluate_labels(
+            i.config, i.models, i.params, i.source, probe)),
+    # Swaps and dependence for runs with subspaces (subspace_eval.py).
+    "subspaces": Column(
+        "the subspaces (swaps and dependence)", lambda i: bool(i.config.subspaces.blocks),
+        lambda i: None,
+        lambda i: bool(i.config.subspaces.factors) and i.ground_truth is not None,
+        lambda i, probe: subspace_eval.evaluate_subspaces(i.config, i.models, i.params,
+                                                          i.source, probe)),
+    # The latent DDIM's samples read by the factor oracle (generation_eval.py).
+    "generation": Column(
+        "the latent DDIM's samples (the factor oracle's reading)", _always,
+        lambda i: _no_factors(i) or _no_generator(i), _always,
+        lambda i, probe: generation_eval.evaluate_generation(
+            i.config, i.models, i.params, i.source, probe, i.generator)),
+    # Diff-AE's FID protocol, sampling and autoencoding (fid.py).
+    "fid": Column(
+        "FID (Diff-AE's protocol)", _always, lambda i: fid.unavailable(i.config.evaluate.fid),
+        lambda i: False,
+        lambda i, probe: fid.evaluate_fid(i.config, i.models, i.params, i.source, i.generator,
+                                          os.path.join(os.path.dirname(i.out_dir),
+                                                       "fid_reference"))),
+}
+METRICS = SUPERVISED + ("tad",) + TRAVERSAL + tuple(COLUMNS)
 
 
 def _supervised(name, ground_truth, representation, e):
@@ -204,21 +265,17 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
   skipped = {**_skipped(e.metrics, source, ground_truth), **(unavailable or {})}
   timed = _Clock(table)
   wanted = [m for m in TRAVERSAL if m in e.metrics and m not in skipped]
-  labelled = "labels" in e.metrics and models.labels is not None
-  if labelled and ground_truth is None:  # labels from a file: nothing to score them on
-    skipped["labels"], labelled = f"{source.name} has no ground-truth factors", False
-  swaps = "subspaces" in e.metrics and bool(config.subspaces.blocks)
-  oracle_wanted = swaps and bool(config.subspaces.factors) and ground_truth is not None
-  generating = "generation" in e.metrics and "generation" not in skipped
-  if generating and ground_truth is None:
-    skipped["generation"], generating = f"{source.name} has no ground-truth factors", False
-  elif generating and generator is None:
-    skipped["generation"], generating = ("no latent DDIM: run --mode=train_latent on the "
-                                         "workdir first"), False
-  if "fid" in e.metrics and "fid" not in skipped and (why := fid.unavailable(e.fid)):
-    skipped["fid"] = why
-  probe = (timed("probe", lambda: _train_probe(config, source))
-           if "factor_response" in wanted or labelled or oracle_wanted or generating else None)
+  inputs = Inputs(config, models, params, source, ground_truth, generator, out_dir)
+  columns = []
+  for name, column in COLUMNS.items():
+    if name in e.metrics and name not in skipped and column.applies(inputs):
+      why = column.why_unavailable(inputs)
+      if why:
+        skipped[name] = why
+      else:
+        columns.append(name)
+  oracle = "factor_response" in wanted or any(COLUMNS[c].reads_factors(inputs) for c in columns)
+  probe = timed("probe", lambda: _train_probe(config, source)) if oracle else None
   x0 = data.images_at(source, table.reference[:e.ctd.num_sources])
 
   def traversals(name, frames_fn):
@@ -230,7 +287,7 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
   for rep in e.representations:
     results[rep] = {}
     for m in e.metrics:
-      if m not in skipped and m not in TRAVERSAL + OWN_COLUMNS:
+      if m not in skipped and m not in TRAVERSAL + tuple(COLUMNS):
         logging.info("evaluating %s on %s", m, rep)
         results[rep][m] = timed(f"{m} on {rep}", lambda: (
             _supervised(m, ground_truth, table.representation(rep), e) if m in SUPERVISED
@@ -238,23 +295,9 @@ def evaluate_params(config, models, params, source, out_dir: str, step: int,
     if wanted:
       results[rep].update(traversals(rep, lambda: _traversal_frames(
           models, config, params, table, rep, x0)))
-  if labelled:
-    logging.info("evaluating the labelled factors (ZeroDIM's protocol)")
-    results["labels"] = timed("labels", lambda: labelled_eval.evaluate_labels(
-        config, models, params, source, probe))
-  if swaps:
-    logging.info("evaluating the subspaces (swaps and dependence)")
-    results["subspaces"] = timed("subspaces", lambda: subspace_eval.evaluate_subspaces(
-        config, models, params, source, probe))
-  if generating:
-    logging.info("evaluating the latent DDIM's samples (the factor oracle's reading)")
-    results["generation"] = timed("generation", lambda: generation_eval.evaluate_generation(
-        config, models, params, source, probe, generator))
-  if "fid" in e.metrics and "fid" not in skipped:
-    logging.info("evaluating FID (Diff-AE's protocol, %d images)", e.fid.num_images)
-    results["fid"] = timed("fid", lambda: fid.evaluate_fid(
-        config, models, params, source, generator,
-        os.path.join(os.path.dirname(out_dir), "fid_reference")))
+  for name in columns:
+    logging.info("evaluating %s", COLUMNS[name].what)
+    results[name] = timed(name, lambda: COLUMNS[name].run(inputs, probe))
   for name, (dirs, sigma) in (directions or {}).items():
     if wanted:
       results[name] = traversals(name, lambda: _direction_frames(

@@ -71,6 +71,31 @@ def check_finite(step: int, aux, last_saved) -> None:
       f"anything from this step; the last checkpoint (step {last_saved}) is intact.")
 
 
+class FiniteGuard:
+  """Each step's finiteness, checked one step behind so that dispatch runs one
+  step ahead and no further, and at once before anything is logged or saved:
+  `stepped` after dispatching a step, `check` before a log, `save` for a
+  checkpoint. FloatingPointError (check_finite) on a bad step."""
+
+  def __init__(self, last_saved):
+    self.pending, self.last_saved = None, last_saved
+
+  def stepped(self, step: int, aux) -> None:
+    """Step `step` (0-based) was dispatched with `aux`: checks the one before."""
+    self.check()
+    self.pending = (step, aux)
+
+  def check(self) -> None:
+    if self.pending is not None:
+      check_finite(*self.pending, self.last_saved)
+
+  def save(self, ckpt, step: int, state, config) -> None:
+    """Checks the pending step, then saves `state` as checkpoint `step`."""
+    self.check()
+    ckpt.save(step, state, config)
+    self.last_saved = step
+
+
 def format_eta(seconds: float) -> str:
   seconds = int(max(0, seconds))
   return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

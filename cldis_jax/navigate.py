@@ -17,16 +17,14 @@ from absl import logging
 import jax
 import numpy as np
 
-from cldis_jax import (checkpoint, codes, data, grids, loop, navigation, trained, workdir_lock,
+from cldis_jax import (checkpoint, codes, data, grids, loop, navigation, trained,
                        writer as writer_lib)
 
 
 def run(config, workdir: str) -> dict:
   """`--mode=navigate` on `workdir`'s latest training checkpoint (EMA weights);
   returns the metrics."""
-  trained.one_process("navigate")
-  model = trained.load(workdir, config)  # a clear error before anything is written
-  with workdir_lock.WorkdirLock(workdir, "navigate"):
+  with trained.writing("navigate", workdir, config) as model:
     return _navigate(model, workdir)
 
 
@@ -87,30 +85,34 @@ def _start(model: trained.Run, nav, ckpt) -> navigation.NavState:
 
 def _loop(model: trained.Run, params, nav, state, accuracy_fn, ckpt, writer, stop):
   """Steps to `navigate.num_steps` or a stop signal -> (state, status, the
-  last held-out accuracy or None). `params`: the model's, on the device."""
+  last held-out accuracy or None). `params`: the model's, on the device.
+  Each step's finiteness is checked one step behind, and always before
+  anything is logged or saved (as in training)."""
   config, n, source = model.config, model.config.navigate, model.source
   step_fn = navigation.make_step(config, model.models, nav)
   rng = jax.random.key(config.seed + 1)
-  window, last = loop.Window(int(state.step)), None
+  window, last, guard = loop.Window(int(state.step)), None, loop.FiniteGuard(ckpt.latest_step())
   for step in range(int(state.step), n.num_steps):
     rows = navigation.batch_rows(config.seed, step, len(source), n.batch_size)
     state, aux = step_fn(state, params, data.images_at(source, rows), rng)
-    window.aux.append(aux)
+    guard.stepped(step, aux)
     done = step + 1
+    window.aux.append(aux)
     preempted = stop.reached(done)
-    if loop.due(done, n.log_every, n.num_steps):
+    log_due = loop.due(done, n.log_every, n.num_steps)
+    save_due = loop.due(done, n.checkpoint_every) or preempted
+    if log_due:
+      guard.check()  # never log a bad step (nor save one: guard.save)
       values, rate = window.report(done)
-      if not all(v["finite"] for v in values):
-        raise FloatingPointError(f"non-finite navigation loss by step {done}; the last "
-                                 f"checkpoint ({ckpt.latest_step()}) is intact")
       last = navigation.held_out_accuracy(config, accuracy_fn, state, params, source)
       _log(writer, done, n.num_steps, loop.mean_aux(values), last, rate)
       window.restart(done)  # not timing the held-out pass
-    if loop.due(done, n.checkpoint_every) or preempted:
-      ckpt.save(done, state, config)
+    if save_due:
+      guard.save(ckpt, done, state, config)
     if preempted:
       logging.warning("navigation stopped by preemption at step %d; checkpoint saved", done)
       return state, "preempted", last
+  guard.check()
   return state, "completed", last
 
 

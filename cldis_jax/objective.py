@@ -167,7 +167,7 @@ def closed_loop_loss(params, models, process, objective_config, beta, x0, rng,
         models, params, copilot, vae, beta, step, jax.random.fold_in(rng, _SHUFFLE_STREAM))
     aux.update(terms, vae_nll=jnp.mean(vae["nll"]), vae_kl=jnp.mean(vae["kl"]),
                loss_vae=loss_vae)
-    if copilot.kind == "factor_vae":
+    if copilots.has_discriminator(copilot.kind):
       aux["loss_discriminator"] = loss_discriminator
     loss = loss + obj.w_vae * loss_vae
 

@@ -52,19 +52,18 @@ def _key(sharding):
   return jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding)
 
 
+# The capabilities that add arrays to the train step's batch, each declaring
+# them once: config, batch, devices -> name -> (shape, dtype).
+BATCH_ARRAYS = (subspaces.batch_arrays, supervision.batch_arrays)
+
+
 def _train_batch(config, batch: int, sharding) -> dict:
-  """The train step's `batch` argument: images, with subspaces the region
-  maps, and with labelled factors the labels and the labelled batch."""
+  """The train step's `batch` argument: the images and every array that
+  BATCH_ARRAYS declares for this config."""
   out = {"image": _images(config, batch, sharding)}
-  if subspaces.enabled(config):
-    size = config.model.image_size
-    out["region"] = jax.ShapeDtypeStruct((batch, size, size), jnp.int32, sharding=sharding)
-  if supervision.enabled(config):
-    k = len(supervision.factors_of(config))
-    few = supervision.labelled_batch_size(config, len(sharding.device_set))
-    labels = lambda n: jax.ShapeDtypeStruct((n, k), jnp.int32, sharding=sharding)
-    out.update(labels=labels(batch), labelled_image=_images(config, few, sharding),
-               labelled_labels=labels(few))
+  for declared in BATCH_ARRAYS:
+    for name, (shape, dtype) in declared(config, batch, len(sharding.device_set)).items():
+      out[name] = jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
   return out
 
 

@@ -21,13 +21,12 @@ import os
 
 import numpy as np
 
-from cldis_jax import api, config_lib, edit, grids, latent, trained, writer as writer_lib
+from cldis_jax import api, checks, edit, grids, trained, writer as writer_lib
 
 
 def run(config, workdir: str) -> dict:
   """`--mode=sample` on `workdir`; returns what sample.json records."""
-  config_lib.check_config(config)
-  latent.check(config)
+  checks.check(config)
   trained.one_process("sample")
   model = api.load(workdir, config)
   s = config.sample

@@ -36,7 +36,7 @@ import traceback
 from absl import logging
 import numpy as np
 
-from cldis_jax import (config_lib, errors, eval_report, evaluate, loop, study_report, train,
+from cldis_jax import (checks, config_lib, errors, eval_report, evaluate, loop, study_report, train,
                        writer as writer_lib)
 
 RESULT, FAILED = "result.json", "failed.json"
@@ -112,7 +112,7 @@ def selected_runs(config) -> list[tuple[str, int]]:
   config_lib.check_config(config)
   runs = runs_of(config)
   for variant, seed in runs:
-    config_lib.check_config(run_config(config, variant, seed))
+    checks.check(run_config(config, variant, seed))
   only = tuple(config.study.only)
   unknown = [v for v in only if v not in config.study.variants]
   if unknown:

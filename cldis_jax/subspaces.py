@@ -44,6 +44,16 @@ def enabled(config) -> bool:
   return bool(blocks_of(config))
 
 
+def batch_arrays(config, batch: int, num_devices: int = 1) -> dict[str, tuple[tuple, type]]:
+  """The train step's batch arrays with subspaces, name -> (shape, dtype) for
+  `batch` images: each image's region map (the pipeline's "region")."""
+  del num_devices  # the region maps come with the batch's own images
+  if not enabled(config):
+    return {}
+  size = config.model.image_size
+  return {"region": ((batch, size, size), np.int32)}
+
+
 def regions_of_blocks(config) -> tuple[str, ...]:
   """The region each block is tied to (subspaces.regions, or the block names)."""
   return tuple(config.subspaces.regions) or blocks_of(config)

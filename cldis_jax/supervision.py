@@ -48,6 +48,19 @@ def labelled_batch_size(config, num_devices: int = 1) -> int:
   return -(-max(1, config.train.batch_size // 8) // num_devices) * num_devices
 
 
+def batch_arrays(config, batch: int, num_devices: int = 1) -> dict[str, tuple[tuple, type]]:
+  """The train step's batch arrays with labelled factors, name -> (shape,
+  dtype) for `batch` images over `num_devices`: the batch's labels (-1 where
+  unknown), and the labelled batch drawn beside it with its labels
+  (`step_inputs` builds them)."""
+  if not enabled(config):
+    return {}
+  k, few, m = len(factors_of(config)), labelled_batch_size(config, num_devices), config.model
+  return {"labels": ((batch, k), np.int32),
+          "labelled_image": ((few, m.image_size, m.image_size, m.in_channels), np.float32),
+          "labelled_labels": ((few, k), np.int32)}
+
+
 def check(config) -> None:
   """Config-only checks, before anything is built."""
   if not enabled(config):

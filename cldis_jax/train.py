@@ -37,18 +37,15 @@ from absl import logging
 from clu import parameter_overview
 import jax
 
-from cldis_jax import (checkpoint, config_lib, copilots, data, errors, eval_report, evaluate,
-                       loop, models as models_lib, objective, parallel, samples, subspaces,
-                       supervision, train_step, workdir_lock, writer as writer_lib)
+from cldis_jax import (checkpoint, checks, config_lib, copilots, data, errors, eval_report,
+                       evaluate, loop, models as models_lib, parallel, samples, supervision,
+                       train_step, workdir_lock, writer as writer_lib)
 
 
 def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False) -> dict:
   """Trains (resuming from `workdir` if it holds a checkpoint); returns the
   final metrics also written to `workdir/metrics.json`."""
-  config_lib.check_config(config)
-  objective.check_objective(config.objective, config.model.copilot)
-  supervision.check(config)
-  subspaces.check(config)
+  checks.check(config)
   mesh = parallel.data_mesh()
   parallel.check_batch_divides(config.train.batch_size, mesh)
   lead = jax.process_index() == 0
@@ -158,7 +155,8 @@ def _loop(config, state, batches, step_fn, rng_train, ckpt, writer, stop, output
   Each step's finiteness is checked one step behind, so that dispatch runs
   ahead, and always before anything is logged or saved."""
   t, num_steps = config.train, config.train.num_steps
-  window, pending, scalars, first_step_s = loop.Window(int(state.step)), None, {}, None
+  window, guard, scalars, first_step_s = loop.Window(int(state.step)), loop.FiniteGuard(
+      last_saved), {}, None
   status, t_start = "completed", time.perf_counter()
   for step, batch in zip(range(int(state.step), num_steps), batches):
     state, aux = step_fn(state, batch, rng_train)
@@ -167,9 +165,8 @@ def _loop(config, state, batches, step_fn, rng_train, ckpt, writer, stop, output
       first_step_s = time.perf_counter() - t_start
       logging.info("first step (with compilation) took %.1f s", first_step_s)
       window.restart(step + 1)
-    if pending is not None:
-      loop.check_finite(*pending, last_saved)
-    pending, done = (step, aux), step + 1
+    guard.stepped(step, aux)
+    done = step + 1
     window.aux.append(aux)
     # A stop at the last step is ignored: the run completes (final outputs, then
     # the checkpoint) in a few seconds, or a kill makes it retrain from the
@@ -179,22 +176,20 @@ def _loop(config, state, batches, step_fn, rng_train, ckpt, writer, stop, output
     save_due = loop.due(done, t.checkpoint_every) and done < num_steps
     samples_due = loop.due(done, config.samples.every, num_steps)
     evaluation_due = loop.due(done, config.evaluate.every, num_steps)
-    if log_due or save_due or samples_due or evaluation_due or preempted:
-      loop.check_finite(*pending, last_saved)  # never save or log a bad step
+    if log_due or samples_due or evaluation_due:
+      guard.check()  # never log or evaluate a bad step (nor save one: guard.save)
     if log_due:
       scalars = _log(writer, window, done, num_steps, t.batch_size)
     if save_due or preempted:
-      ckpt.save(done, state, config)
-      last_saved = done
+      guard.save(ckpt, done, state, config)
     outputs.write(done, state, samples_due, evaluation_due)
     if preempted:
       status = "preempted"
       logging.warning("stopped by preemption at step %d; checkpoint saved", done)
       break
-  if pending is not None:
-    loop.check_finite(*pending, last_saved)
+  guard.check()
   train = loop.mean_aux(jax.device_get(window.aux)) if window.aux else scalars
-  return state, dict(status=status, last_saved=last_saved, first_step_s=first_step_s,
+  return state, dict(status=status, last_saved=guard.last_saved, first_step_s=first_step_s,
                      wall_time_s=time.perf_counter() - t_start, train=train)
 
 

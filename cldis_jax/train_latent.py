@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from cldis_jax import (checkpoint, codes as codes_lib, config_lib, errors, grids, latent, loop,
-                       parallel, trained, workdir_lock, writer as writer_lib)
+                       parallel, trained, writer as writer_lib)
 
 # latent.* keys that change what is trained (the others say when and how long).
 _TRAINED_KEYS = ("latent.net.", "latent.beta_schedule", "latent.num_timesteps", "latent.loss",
@@ -32,11 +32,7 @@ _TRAINED_KEYS = ("latent.net.", "latent.beta_schedule", "latent.num_timesteps", 
 
 def run(config, workdir: str) -> dict:
   """`--mode=train_latent` on `workdir`; returns the metrics."""
-  config_lib.check_config(config)
-  latent.check(config)
-  trained.one_process("train_latent")
-  model = trained.load(workdir, config)  # a clear error before anything is written
-  with workdir_lock.WorkdirLock(workdir, "train_latent"):
+  with trained.writing("train_latent", workdir, config) as model:
     return _train(model, workdir)
 
 
@@ -137,21 +133,19 @@ def _loop(config, net, state, codes: np.ndarray, mesh, ckpt, writer, stop):
   lat = config.latent
   step_fn = latent.make_step(config, net)
   rng = jax.random.key(config.seed + 2)
-  window, means, pending, last_saved = loop.Window(int(state.step)), {}, None, ckpt.latest_step()
+  window, means, guard = loop.Window(int(state.step)), {}, loop.FiniteGuard(ckpt.latest_step())
   for step in range(int(state.step), lat.num_steps):
     rows = latent.batch_rows(config.seed, step, len(codes), lat.batch_size)
     batch = jax.device_put(codes[rows], parallel.batch_sharding(mesh))
     state, aux = step_fn(state, batch, rng)
-    if pending is not None:
-      loop.check_finite(*pending, last_saved)
-    pending, done = (step, aux), step + 1
+    guard.stepped(step, aux)
+    done = step + 1
     window.aux.append(aux)
     preempted = stop.reached(done) and done < lat.num_steps
     log_due = loop.due(done, lat.log_every, lat.num_steps) or preempted
     save_due = loop.due(done, lat.checkpoint_every) or preempted
-    if log_due or save_due:
-      loop.check_finite(*pending, last_saved)  # never save or log a bad step
     if log_due:
+      guard.check()  # never log a bad step (nor save one: guard.save)
       values, rate = window.report(done)
       means = loop.mean_aux(values)
       writer.write_scalars(done, {f"latent/{k}": v for k, v in means.items()}
@@ -160,8 +154,7 @@ def _loop(config, net, state, codes: np.ndarray, mesh, ckpt, writer, stop):
       logging.info("latent step %d/%d  loss %.4f  grad norm %.3f  %.1f steps/s  ETA %s",
                    done, lat.num_steps, means["loss"], means["grad_norm"], rate, eta)
     if save_due:
-      ckpt.save(done, state, config)
-      last_saved = done
+      guard.save(ckpt, done, state, config)
     if preempted:
       logging.warning("latent DDIM stopped by preemption at step %d; checkpoint saved", done)
       return state, "preempted", means

@@ -7,13 +7,15 @@ dataset is opened on first use, and `process(steps)` is the DDIM process of
 that many steps.
 """
 
+import contextlib
 import dataclasses
 import functools
 
 import jax
 import ml_collections
 
-from cldis_jax import checkpoint, config_lib, data, diffusion, errors, models as models_lib
+from cldis_jax import (checkpoint, checks, data, diffusion, errors, models as models_lib,
+                       workdir_lock)
 
 
 @dataclasses.dataclass(eq=False)
@@ -51,6 +53,17 @@ def load(workdir: str, config=None, step: int | None = None, *, cls=Run) -> Run:
   config stored next to it unless one is given. NoCheckpointError if the
   workdir holds no training checkpoint."""
   config = config or checkpoint.stored_config(workdir)
-  config_lib.check_config(config)
+  checks.check(config)
   step, models, params = checkpoint.restore_ema(config, workdir, step)
   return cls(config, models, params, step, workdir)
+
+
+@contextlib.contextmanager
+def writing(mode: str, workdir: str, config):
+  """For `--mode=<mode>`, which writes into a trained workdir: one process,
+  the run loaded (a clear error before anything is written), then the
+  workdir's writer lock held while the body runs; yields the Run."""
+  one_process(mode)
+  model = load(workdir, config)
+  with workdir_lock.WorkdirLock(workdir, mode):
+    yield model

@@ -10,7 +10,7 @@ import sys
 import jax
 import pytest
 
-from cldis_jax import compile_check, compile_report, errors, topology
+from cldis_jax import compile_check, compile_report, config_lib, errors, topology
 from conftest import REPO, config_path, run_json_script, subprocess_env
 
 needs_libtpu = pytest.mark.skipif(not topology.libtpu_installed(),
@@ -219,3 +219,21 @@ def test_cpu_slice_compiles_and_reports_without_a_chip(tmp_path, test_config):
     assert record["fits"] is None and record["flops"] > 0 and record["bytes"]["total"] > 0
   table = compile_report.format_table(result)
   assert "cpu: 1 x cpu on 1 host process(es)" in table and "decode" in table
+
+
+@pytest.mark.parametrize("capability", ["none", "labels", "subspaces"])
+def test_the_train_programs_batch_is_what_the_training_pipeline_yields(capability):
+  from cldis_jax import data, models, parallel, programs, train  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config(config_path("test.py"))
+  if capability == "labels":
+    config.model.labels.update(factors=("floor_hue", "object_hue"), sizes=(10, 10))
+    config.supervision.num_labelled = 64
+  elif capability == "subspaces":
+    config.subspaces.update(blocks=("floor", "wall", "object"), sizes=(4, 4, 4))
+  mesh = parallel.data_mesh(jax.devices()[:1])
+  batch = next(train._batches(config, data.source_of(config), mesh)(0))  # pylint: disable=protected-access
+  declared = programs.train(config, models.build_models(config.model),
+                            jax.devices()[:1]).arguments["batch"]
+  shape = lambda tree: {k: (tuple(v.shape), str(v.dtype)) for k, v in tree.items()}
+  assert shape(declared) == shape(batch)
+  assert len(declared) == {"none": 1, "labels": 4, "subspaces": 2}[capability]

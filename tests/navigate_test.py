@@ -148,3 +148,18 @@ def test_learned_directions_edit_and_evaluate(navigated, test_config):
   result = evaluate.run(config, workdir)
   assert set(result["results"]) == {"mu_s", "vae_mu", "z_sem_pca", "navigation"}
   assert len(result["results"]["navigation"]["ctd"]["per_direction"]) == len(directions)
+
+
+@pytest.mark.slow
+def test_a_non_finite_navigation_loss_stops_before_saving_that_step(trained_workdir, test_config,
+                                                                     tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(trained_workdir, workdir)
+  config = _config(test_config, learning_rate=1e30, checkpoint_every=1, log_every=100)
+  with pytest.raises(FloatingPointError, match=r"at step 1: .*loss=(nan|inf).*\(step 1\) is intact"):
+    navigate.run(config, workdir)
+  ckpts = os.path.join(workdir, "navigation", "checkpoints")
+  assert sorted(os.listdir(ckpts)) == ["1"]  # the first update's state, nothing after it
+  _, _, state = navigation.restore(workdir)
+  assert int(state.step) == 1
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))

@@ -68,15 +68,9 @@ class ImageFolder(Source):
     (and logs) how many images will be upscaled, lose alpha, or gain colour."""
     counts = dict(upscaled=0, alpha_dropped=0, grayscale_expanded=0)
     for path in self.files:
-      try:
-        notes = inspect_image(path, self.resolution, self.image_shape[-1])
-      except CorruptImageError as error:
-        if self.on_bad_image == "raise":
-          raise CorruptImageError(f"{error}. Remove the file, or set "
-                                  "config.data.on_bad_image='skip' to skip such files.")
-        self._note_skipped(path, error)
-        continue
-      for note in notes:
+      notes = self._read(path, lambda p: inspect_image(p, self.resolution,
+                                                       self.image_shape[-1]))
+      for note in notes or ():
         counts[note] += 1
     if len(self.skipped) == len(self.files):
       raise DatasetNotFoundError(f"no image under {self.path!r} could be read")
@@ -89,6 +83,19 @@ class ImageFolder(Source):
                         what[note])
     return counts
 
+  def _read(self, path, read):
+    """read(path); for a corrupt image, None if config.data.on_bad_image is
+    'skip' (the file noted as skipped), else a CorruptImageError saying how
+    to go on."""
+    try:
+      return read(path)
+    except CorruptImageError as error:
+      if self.on_bad_image == "raise":
+        raise CorruptImageError(f"{error}. Remove the file, or set "
+                                "config.data.on_bad_image='skip' to skip such files.")
+      self._note_skipped(path, error)
+      return None
+
   def __len__(self):
     return len(self.files)
 
@@ -96,14 +103,10 @@ class ImageFolder(Source):
     index = self._check_index(index)
     for offset in range(len(self.files)):
       path = self.files[(index + offset) % len(self.files)]
-      try:
-        example = {"image": self.load(path)}
-      except CorruptImageError as error:
-        if self.on_bad_image == "raise":
-          raise CorruptImageError(f"{error}. Remove the file, or set "
-                                  "config.data.on_bad_image='skip' to skip such files.")
-        self._note_skipped(path, error)
+      image = self._read(path, self.load)
+      if image is None:
         continue
+      example = {"image": image}
       if self.masks is not None:
         example["region"] = self.masks.load(self._relative(path), self.resolution)
       return example

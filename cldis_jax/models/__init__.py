@@ -90,9 +90,8 @@ def build_models(model_config) -> Models:
   # what the labels do not name.
   head_in = labels.residual_dim if labels is not None else z_dim
   copilot = model_config.get("copilot", "beta_vae")
-  copilots.check_kind(copilot)
   discriminator = None
-  if copilot == "factor_vae":
+  if copilots.has_discriminator(copilot):
     discriminator = _make(Discriminator, model_config.get("discriminator", {}),
                           "model.discriminator")
   return Models(
