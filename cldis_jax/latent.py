@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cldis_jax import diffusion, errors, models as models_lib, parallel
+from cldis_jax import diffusion, errors, memo, models as models_lib, parallel
 from cldis_jax.models.latent_net import LatentNet
 
 SUBDIR = "latent"
@@ -121,6 +121,7 @@ def loss_fn(net: LatentNet, proc: diffusion.Diffusion, kind: str, params, z, rng
   return jnp.mean(jnp.abs(err) if kind == "l1" else jnp.square(err))
 
 
+@memo.per_config
 def make_step(config, net: LatentNet):
   """(state, codes (B, C) unnormalised, batch-sharded by the caller,
   rng_root) -> (state, aux), jitted with the state donated."""

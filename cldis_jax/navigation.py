@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cldis_jax import (checkpoint, config_lib, data, diffusion, errors, grids, inference,
+from cldis_jax import (checkpoint, config_lib, data, diffusion, errors, grids, inference, memo,
                        models as models_lib)
 from cldis_jax.models.navigator import Directions, Reconstructor
 
@@ -168,6 +168,7 @@ def abstract_state(config, nav: NavModels) -> NavState:
                                            np.zeros(z), np.zeros((z, z)), 0))
 
 
+@memo.per_config
 def make_step(config, models, nav: NavModels):
   """(state, model_params, images, rng_root) -> (state, aux), jitted, state donated."""
   loss_fn = make_loss(config, models, nav)
@@ -186,6 +187,7 @@ def make_step(config, models, nav: NavModels):
   return jax.jit(step, donate_argnums=0)
 
 
+@memo.per_config
 def make_accuracy(config, models, nav: NavModels):
   """(nav_params, model_params, z_cov, basis, images, rng) -> (correct (B,),
   index (B,), mean |shift error|), jitted: the reconstructor on fresh pairs."""

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cldis_jax import (beta_controller, copilots, diffusion, models as models_lib, objective,
-                       parallel, subspaces, supervision)
+from cldis_jax import (beta_controller, copilots, diffusion, memo, models as models_lib,
+                       objective, parallel, subspaces, supervision)
 
 BRANCHES = ("diffae", "vae", "head")
 LABELLED_BRANCHES = BRANCHES + ("labels",)  # with labelled factors (model.labels)
@@ -43,7 +43,8 @@ def learning_rate_schedule(optim):
 
 def branches_of(config) -> tuple[str, ...]:
   branches = LABELLED_BRANCHES if supervision.enabled(config) else BRANCHES
-  return branches + (("discriminator",) if config.model.copilot == "factor_vae" else ())
+  return branches + (("discriminator",) if copilots.has_discriminator(config.model.copilot)
+                     else ())
 
 
 def clip_per_branch(max_norm: float, branches=BRANCHES) -> optax.GradientTransformation:
@@ -103,7 +104,7 @@ def optimizer_of(config) -> optax.GradientTransformation:
   """The training optimizer of `config` (with labelled factors, the tables' rate)."""
   tables = config.supervision.table_learning_rate if supervision.enabled(config) else None
   discriminator = (config.objective.copilot.discriminator_optim
-                   if config.model.copilot == "factor_vae" else None)
+                   if copilots.has_discriminator(config.model.copilot) else None)
   return make_optimizer(config.optim, branches_of(config), tables, discriminator)
 
 
@@ -129,8 +130,13 @@ def create_train_state(config, models, rng) -> TrainState:
 
 def init_state_on_mesh(config, models, rng, mesh) -> TrainState:
   """The initial state, created by one jitted call directly in replicated form."""
+  return _make_init(config, models, mesh)(rng)
+
+
+@memo.per_config
+def _make_init(config, models, mesh):
   return jax.jit(functools.partial(create_train_state, config, models),
-                 out_shardings=parallel.replicated(mesh))(rng)
+                 out_shardings=parallel.replicated(mesh))
 
 
 def abstract_state(config, models, mesh) -> TrainState:
@@ -157,6 +163,7 @@ def supervised_inputs(config, batch, step):
               labelled_labels=batch["labelled_labels"])
 
 
+@memo.per_config
 def make_train_step(config, models, mesh):
   """(state, batch, rng_root) -> (state, aux), jitted; `state` is donated.
 

@@ -35,9 +35,6 @@ from cldis_jax import (api, checkpoint, config_lib, edit, errors, evaluate, late
                        train_latent, train_step)
 from conftest import REPO, config_path, subprocess_env
 
-# One worker builds the trained and navigated workdir once for the whole module.
-pytestmark = pytest.mark.xdist_group("checkpoint_faults")
-
 # kind -> (its checkpoints under the workdir, its newest step in the fixture)
 KINDS = {
     "training": ("checkpoints", 4),

@@ -28,11 +28,21 @@ if _cache:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-  """The tests of the session's trained workdir run on one xdist worker
-  (`--dist loadgroup`), so that it is trained once, not once per worker."""
+  """Tests that share a built fixture run on one xdist worker (`--dist
+  loadgroup`), so that it is built once, not once per worker: the tests of
+  the session's trained workdir, and the tests of a module that use one of
+  its module-scoped fixtures (a trained run, a probe, compiled programs)."""
   for item in items:
-    if "trained_workdir" in getattr(item, "fixturenames", ()):
-      item.add_marker(pytest.mark.xdist_group("trained_workdir"))
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+      continue
+    if "trained_workdir" in info.names_closure:
+      group = "trained_workdir"
+    elif any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+      group = item.module.__name__
+    else:
+      continue
+    item.add_marker(pytest.mark.xdist_group(group))
 
 
 def subprocess_env(devices: int = 1) -> dict[str, str]:
