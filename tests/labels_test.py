@@ -223,6 +223,7 @@ def test_a_perfect_block_code_scores_dci_one_and_a_leaking_residual_is_caught():
                                                 - caught["b"]["chance"]) < 0.1
 
 
+@pytest.mark.slow
 def test_a_tiny_labelled_run_trains_evaluates_and_edits(tmp_path):
   from cldis_jax import api, edit, evaluate, train  # pylint: disable=g-import-not-at-top
   config = _labelled_config()

@@ -230,6 +230,7 @@ def test_subspaces_and_labelled_factors_are_refused_together():
     subspaces.check(config)
 
 
+@pytest.mark.slow
 def test_a_tiny_run_with_subspaces_trains_evaluates_and_writes_swap_grids(tmp_path):
   import os  # pylint: disable=g-import-not-at-top
   from cldis_jax import api, edit, evaluate, train  # pylint: disable=g-import-not-at-top

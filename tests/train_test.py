@@ -148,15 +148,15 @@ def _same_states(a, b):
 
 @pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
-  args = ("--config.train.num_steps=60", "--config.train.checkpoint_every=20",
-          "--config.train.log_every=20")
+  args = ("--config.train.num_steps=30", "--config.train.checkpoint_every=10",
+          "--config.train.log_every=10")
   env = subprocess_env()
   straight, killed = tmp_path / "straight", tmp_path / "killed"
   subprocess.run(_cli(straight, *args), env=env, check=True, capture_output=True, timeout=300)
 
   proc = subprocess.Popen(_cli(killed, *args), env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
-  first = killed / "checkpoints" / "20"
+  first = killed / "checkpoints" / "10"
   deadline = time.time() + 240
   while not first.exists() and proc.poll() is None and time.time() < deadline:
     time.sleep(0.05)
@@ -164,17 +164,17 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
   kept = sorted(int(s) for s in os.listdir(killed / "checkpoints") if s.isdigit())
-  assert kept and kept[-1] < 60, kept
+  assert kept and kept[-1] < 30, kept
   subprocess.run(_cli(killed, *args), env=env, check=True, capture_output=True, timeout=300)
 
   step_a, state_a = read_state(str(straight))
   step_b, state_b = read_state(str(killed))
-  assert step_a == step_b == 60
+  assert step_a == step_b == 30
   _same_states(state_a, state_b)
   timing = ("steps_per_s", "images_per_s")
   terms = lambda m: ({k: v for k, v in m["train"].items() if k not in timing}, m["controller"])
   metrics_a, metrics_b = (json.loads((d / "metrics.json").read_text()) for d in (straight, killed))
-  assert terms(metrics_a) == terms(metrics_b) and metrics_b["step"] == 60
+  assert terms(metrics_a) == terms(metrics_b) and metrics_b["step"] == 30
 
 
 @pytest.mark.slow
