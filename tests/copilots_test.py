@@ -301,7 +301,7 @@ def test_factor_vaes_two_losses_reach_only_their_own_parameters():
                                         x0, jax.random.key(2), copilot=s)
     return aux[name]
 
-  # One jitted program for both gradients (op by op, each takes ~20 s here).
+  # One jitted program for both gradients (op by op was 2-3x slower here).
   grad_tc, grad_disc = jax.jit(lambda p: (jax.grad(lambda q: part(q, "vae_tc"))(p),
                                           jax.grad(lambda q: part(q, "loss_discriminator"))(p))
                                )(params)

@@ -273,7 +273,7 @@ def test_the_diffusion_loss_reaches_the_head_through_the_mu_s_condition(mu_s_con
     pred = nets.diffae.apply({"params": p["diffae"]}, x_t, t, cond, method="denoise")
     return jnp.mean(jnp.square(pred - eps))
 
-  grad = jax.jit(jax.grad(loss))  # op by op, each gradient takes ~10 s here
+  grad = jax.jit(jax.grad(loss))  # one compile instead of one per op
   for code_noise in (None, noise):
     grads = grad(params, code_noise)
     for name in ("proj", "expand"):

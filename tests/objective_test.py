@@ -307,7 +307,8 @@ def test_closed_loop_loss_sums_its_terms_and_routes_gradients(tiny_models, tiny_
     return objective.closed_loop_loss(p, tiny_models, process, obj, jnp.float32(beta), x0,
                                       jax.random.key(4))
 
-  (total, aux), grads = jax.value_and_grad(loss, has_aux=True)(tiny_params)
+  # Jitted: one compile instead of one per op (33 s -> 20 s for this test here).
+  (total, aux), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(tiny_params)
   np.testing.assert_allclose(aux["loss_vae"], aux["vae_nll"] + 3.0 * aux["vae_kl"], rtol=1e-6)
   np.testing.assert_allclose(
       total, aux["loss_diff"] + 0.5 * aux["loss_vae"] + 2.0 * aux["loss_dt"]
@@ -318,7 +319,7 @@ def test_closed_loop_loss_sums_its_terms_and_routes_gradients(tiny_models, tiny_
     assert float(train_step._norm(grads[branch])) > 0, branch  # pylint: disable=protected-access
   # The encoder learns from L_dt: its gradient changes with w_dt.
   obj.w_dt, obj.w_dt_mean = 0.0, 0.0
-  grads0 = jax.grad(lambda p: loss(p)[0])(tiny_params)
+  grads0 = jax.jit(jax.grad(lambda p: loss(p)[0]))(tiny_params)
   enc = lambda g: np.asarray(jax.tree.leaves(g["diffae"]["encoder"])[0])
   assert np.abs(enc(grads) - enc(grads0)).max() > 0
 
