@@ -39,7 +39,7 @@ def _inputs(models_, batch=2, seed=0):
 
 def test_fresh_denoiser_outputs_exactly_zero(tiny_models, tiny_params):
   x0, x_t, t = _inputs(tiny_models)
-  eps = tiny_models.diffae.apply({"params": tiny_params["diffae"]}, x0, x_t, t)
+  eps = jax.jit(tiny_models.diffae.apply)({"params": tiny_params["diffae"]}, x0, x_t, t)
   assert eps.shape == x_t.shape and eps.dtype == jnp.float32
   assert jnp.all(eps == 0.0)
 
