@@ -54,21 +54,24 @@ _FOUR_DEVICES = textwrap.dedent("""
     print(json.dumps(dict(
         devices=jax.device_count(), max_param_diff=diff, shards=out[4]["shards"],
         grad_norm=[float(out[n]["aux"]["grad_norm"]) for n in (1, 4)],
-        loss=[float(out[n]["aux"]["loss"]) for n in (1, 4)], error=error)))
+        loss=[float(out[n]["aux"]["loss"]) for n in (1, 4)], error=error,
+        terms=sorted(out[4]["aux"]),
+        finite=all(bool(np.isfinite(v).all()) for n in (1, 4) for v in out[n]["aux"].values()))))
 """)
 
 
 def four_devices_against_one(*overrides: str) -> dict:
   """Three steps of configs/test.py (with KEY=JSON `overrides`) on 1 and on 4
   simulated devices: the largest parameter difference, the gradient norms
-  and losses of both, and the error for a batch that does not divide."""
+  and losses of both, the logged terms and whether all of them are finite,
+  and the error for a batch that does not divide."""
   return run_json_script(_FOUR_DEVICES, config_path("test.py"), *overrides, devices=4)
 
 
 @pytest.mark.slow
 def test_four_devices_give_the_single_device_update():
   result = four_devices_against_one()
-  assert result["devices"] == 4 and result["shards"] == 4
+  assert result["devices"] == 4 and result["shards"] == 4 and result["finite"]
   assert result["max_param_diff"] < 1e-5, result
   # Adam hides a wrongly scaled gradient; the gradient norm does not.
   np.testing.assert_allclose(*result["grad_norm"], rtol=1e-4)

@@ -129,23 +129,26 @@ def test_training_releases_the_lock_and_navigation_refuses_a_held_one(finished, 
 
 @pytest.mark.slow
 def test_a_second_training_on_a_workdir_stops_at_once_and_the_first_completes(tmp_path):
-  # Long enough that the first still trains when the second has started up
-  # (40 steps were done first on an idle machine: the second then resumed).
-  first = subprocess.Popen(_cli(tmp_path, "--config.train.num_steps=400",
+  first = subprocess.Popen(_cli(tmp_path, "--config.train.num_steps=20",
                                 "--config.train.log_every=5"),
                            env=subprocess_env(), cwd=REPO, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
   for line in first.stderr:  # wait until it is training
     if "step 5/" in line:
       break
-  start = time.time()
-  second = _run_cli(tmp_path, "--config.train.num_steps=400", "--config.optim.learning_rate=1e-3")
-  assert time.time() - start < 60
+  first.send_signal(signal.SIGSTOP)  # still training, however fast the machine
+  try:
+    start = time.time()
+    second = _run_cli(tmp_path, "--config.train.num_steps=20",
+                      "--config.optim.learning_rate=1e-3")
+    assert time.time() - start < 60
+  finally:
+    first.send_signal(signal.SIGCONT)
   assert f"is in use by pid {first.pid}" in _error_line(second)
   _, err = first.communicate(timeout=300)
   assert first.returncode == 0, err[-3000:]
   metrics = json.loads((tmp_path / "metrics.json").read_text())
-  assert metrics["status"] == "completed" and metrics["step"] == 400
+  assert metrics["status"] == "completed" and metrics["step"] == 20
   stored = checkpoint.stored_config(str(tmp_path))
   assert stored.optim.learning_rate == 1e-4  # the first run's, untouched
 
@@ -163,22 +166,30 @@ def _training_terms(metrics):
   return metrics["status"], metrics["step"], keep, metrics["controller"]
 
 
-@pytest.mark.slow
-def test_a_kill_at_the_end_of_a_run_resumes_to_the_uninterrupted_outputs(finished, tmp_path):
-  proc = subprocess.Popen(_cli(tmp_path, "--config.train.num_steps=20",
-                               "--config.train.checkpoint_every=10",
-                               "--config.train.log_every=10"),
-                          env=subprocess_env(), cwd=REPO, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  metrics_json = tmp_path / "metrics.json"
+def _kill_when(proc, path, poll=0.002):
+  """SIGKILL `proc` as soon as `path` exists."""
   deadline = time.time() + 240
-  while not metrics_json.exists() and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.002)
-  proc.send_signal(signal.SIGKILL)  # in the gap: metrics.json written, checkpoint 20 maybe not
+  while not path.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(poll)
+  proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-  rerun = _run_cli(tmp_path, "--config.train.num_steps=20", "--config.train.checkpoint_every=10",
-                   "--config.train.log_every=10")
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_run_and_at_its_end_resumes_to_the_uninterrupted_outputs(
+    finished, tmp_path):
+  args = ("--config.train.num_steps=20", "--config.train.checkpoint_every=10",
+          "--config.train.log_every=10")
+  start = lambda: subprocess.Popen(_cli(tmp_path, *args), env=subprocess_env(), cwd=REPO,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  _kill_when(start(), tmp_path / "checkpoints" / "10")  # mid-run, after its first save
+  kept = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
+  assert kept and kept[-1] < 20, kept
+  metrics_json = tmp_path / "metrics.json"
+  # Resumed, then killed in the gap: metrics.json written, checkpoint 20 maybe not.
+  _kill_when(start(), metrics_json)
+  rerun = _run_cli(tmp_path, *args)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert "taking over" in rerun.stderr  # the killed run's lock
   assert _training_terms(json.loads(metrics_json.read_text())) == _training_terms(
