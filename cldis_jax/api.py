@@ -92,7 +92,7 @@ class Trained(trained.Run):
   def __post_init__(self):
     e = self.config.edit
     self.invert_process = self.process(e.invert_steps)
-    self.decode_process = self.process(e.decode_steps)
+    self.decode_process = self.process(e.decode_steps, e.guidance)
     self.image_shape = (self.config.model.image_size,) * 2 + (self.config.model.in_channels,)
     self._navigation = self._z_cov = self._latent = None
 
@@ -383,6 +383,7 @@ class Trained(trained.Run):
     drawn = self.sample_all(n, seed)
     config = self._latent_model()[0]
     return np.asarray(inference.decode_along(
-        self.models, self.process(config.sample.image_steps), self.params,
+        self.models, self.process(config.sample.image_steps, config.sample.guidance),
+        self.params,
         jnp.asarray(drawn["z_sem"]), jnp.asarray(drawn["x_T"]),
         jnp.asarray(directions[which]), jnp.asarray(sigma[which, None] * strengths[None, :])))

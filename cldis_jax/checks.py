@@ -5,10 +5,14 @@ reads the config, not the one that needs it hours later. Each entry of
 CHECKS raises `errors.ConfigError` naming the bad value and what is valid; a
 new capability adds its config check here."""
 
-from cldis_jax import config_lib, latent, objective, subspaces, supervision
+from cldis_jax import (config_lib, diffusion_loss, inference, latent, objective, subspaces,
+                       supervision)
+
 
 CHECKS = (
     ("keys, sizes and cadences", config_lib.check_config),
+    ("diffusion loss", diffusion_loss.check),
+    ("code dropout and guidance", inference.check_guidance),
     ("objective and co-pilot", lambda c: objective.check_objective(c.objective,
                                                                    c.model.copilot)),
     ("labelled factors", supervision.check),

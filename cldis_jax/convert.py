@@ -309,12 +309,22 @@ def load_official_latent(path: str, template, prefix: str = "ema_model."):
   return params, stats["conds_mean"], stats["conds_std"]
 
 
+def check_official(config) -> None:
+  """The official Diff-AE weights predict eps: a config that reads the
+  denoiser's output as v or x0 would decode them wrongly."""
+  prediction = config.diffusion.get("prediction", "eps")
+  if prediction != "eps":
+    raise errors.ConfigError(f"diffusion.prediction = {prediction!r}, but official Diff-AE "
+                             f"checkpoints predict eps; use diffusion.prediction='eps'")
+
+
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from cldis_jax import latent, models  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
+  check_official(config)
   nets = models.build_models(config.model)
   template = models.abstract_params(nets)["diffae"]
   tree = {"diffae": load_official(FLAGS.checkpoint, template, FLAGS.prefix)}

@@ -75,6 +75,17 @@ def base_config() -> ml_collections.ConfigDict:
       num_timesteps=1000,
       beta_schedule="linear",  # "linear" (1e-4..0.02) or "constX", e.g. "const0.008"
       sample_steps=20,  # DDIM steps ("ddimN" spacing) for previews and evaluation
+      # The training loss (cldis_jax.diffusion_loss; docs/autoencoding.md).
+      # Diff-AE's: eps, its plain MSE, t uniform.
+      prediction="eps",  # what the denoiser outputs: "eps", "v" or "x0"
+      loss_weight="none",  # "none" (the prediction's own), "p2", "min_snr", "truncated_snr"
+      p2_k=1.0,
+      p2_gamma=1.0,
+      min_snr_gamma=5.0,
+      timesteps="uniform",  # "uniform", or "high": a share drawn from [high_noise_from, T)
+      high_noise_from=700,
+      high_noise_share=0.5,
+      importance=False,  # "high": weigh each loss by p_uniform(t) / p(t)
   ))
 
   # Adam with global-norm clipping and an EMA of the parameters (spec section 5).
@@ -129,6 +140,10 @@ def base_config() -> ml_collections.ConfigDict:
       # model.condition = "mu_s": condition the denoiser on a sample of
       # N(mu_s, sigma_s^2) in training (the mean when decoding).
       sample_condition=False,
+      # The share of training images whose denoiser condition is the null code
+      # (zeros), so that decoders can guide (edit.guidance, sample.guidance):
+      # eps(null) + w * (eps(code) - eps(null)). 0: off (Diff-AE).
+      code_dropout=0.0,
       # The co-pilot's fixed settings (model.copilot; cldis_jax.copilots).
       copilot=dict(
           # DIP-VAE: lambda_d = factor * lambda_od; 0: the library's 10 (I) or 1 (II)
@@ -295,6 +310,7 @@ def base_config() -> ml_collections.ConfigDict:
       num_strengths=7,  # odd: the middle column (strength 0) is the reconstruction
       invert_steps=100,  # DDIM inversion steps (Diff-AE's notebooks: 250)
       decode_steps=100,  # DDIM decoding steps (Diff-AE's manipulate notebook: 100)
+      guidance=1.0,  # classifier-free guidance on the code (objective.code_dropout); 1: none
       interpolation_steps=7,  # images 0 -> 1 (linear z_sem, spherical x_T); 0: none
   ))
 
@@ -305,7 +321,7 @@ def base_config() -> ml_collections.ConfigDict:
       every=0,  # training: evaluate every N steps and at the end (0: never)
       representations=("mu_s", "vae_mu", "z_sem_pca"),
       metrics=("factor_vae", "beta_vae", "mig", "dci", "sap", "modularity", "tad", "ctd",
-               "factor_response", "labels", "subspaces"),
+               "factor_response", "labels", "subspaces", "autoencoding"),
       labels_edit_images=64,  # "labels": images edited per labelled factor
       swap_images=64,  # "subspaces": images that get each block swapped in
       encode_batch=256,
@@ -342,6 +358,12 @@ def base_config() -> ml_collections.ConfigDict:
           nu=0.03, kappa=0.3, u_min=0.25, motion_weight=0.1,
           floor_min=0.004, floor_percentile=99.5,
           rho=0.2, q=0.01, e_min=1e-3, track=True, spatial=False, spatial_sigma=2.0,
+      ),
+      # "autoencoding": images decoded from their own code (cldis_jax.autoencoding_eval)
+      autoencoding=dict(
+          images=256,  # drawn with evaluate.seed
+          noises=4,  # fresh x_T per image
+          bins=10,  # timestep bins of the code-use curve
       ),
       probe=dict(  # factor_response's CNN probe (cldis_jax.metrics.factor_probe)
           steps=2000,
@@ -406,6 +428,7 @@ def base_config() -> ml_collections.ConfigDict:
       image_steps=10,  # must divide diffusion.num_timesteps
       seed=0,  # the same seed gives the same images
       batch_size=64,
+      guidance=1.0,  # classifier-free guidance on the code (objective.code_dropout); 1: none
       edit_images=4,  # sampled images moved along directions in edit_<kind>.png; 0: none
       edit_directions="mu_s",  # "mu_s" or "navigation"
       # --mode=evaluate's "generation" column (datasets with ground-truth

@@ -40,6 +40,8 @@ HEADLINE = (("factor_vae", "eval_accuracy", "FactorVAE"), ("beta_vae", "eval_acc
             ("samples", "recall", "samples recall"),
             ("reconstructions", "frechet", "reconstructions oracle FD"),
             ("codes", "frechet", "sampled codes FD"),
+            ("fresh", "mse", "MSE (fresh noise)"), ("inverted", "mse", "MSE (inverted)"),
+            ("fresh", "min_agreement", "min oracle agreement (fresh noise)"),
             ("sampling", "fid", "FID (samples)"), ("autoencoding", "fid", "FID (autoencoding)"),
             ("sampling", "precision", "precision (samples)"),
             ("sampling", "recall", "recall (samples)"))
@@ -52,6 +54,9 @@ def headline(summary) -> dict[str, float]:
     for metric, key, label in HEADLINE:
       if key in res.get(metric, {}):  # precision/recall only when asked for
         out[f"{rep}/{label}"] = float(res[metric][key])
+    for decodes in ("fresh", "inverted"):  # the autoencoding column, per factor
+      for factor, share in res.get(decodes, {}).get("agreement", {}).items():
+        out[f"{rep}/{factor} agreement ({decodes})"] = float(share)
     for variant, t in res.get("tad", {}).items():
       out[f"{rep}/TAD ({variant})"] = float(t["tad"])
       out[f"{rep}/TAD attrs ({variant})"] = float(t["num_attributes"])

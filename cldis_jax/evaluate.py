@@ -19,6 +19,9 @@ grid per representation, and returns the results.
   direction (`metrics.factor_probe`).
 - labels / subspaces (runs with labelled factors / with subspaces): their own
   columns (`labelled_eval`, `subspace_eval`).
+- autoencoding (any source): images decoded from their own code with fresh
+  noise and from their inverted x_T, read by the factor oracle, and where in t
+  the denoiser reads the code (`autoencoding_eval`).
 
 `--mode=evaluate` on a workdir where `--mode=navigate` has run also scores
 the learned directions ("navigation") with the traversal metrics, next to the
@@ -33,9 +36,10 @@ from typing import Any, Callable, NamedTuple
 from absl import logging
 import numpy as np
 
-from cldis_jax import (checkpoint, codes as codes_lib, data, diffusion, errors, eval_report,
-                       fid, generation_eval, grids, inference, labelled_eval, latent,
-                       models as models_lib, navigation, subspace_eval, trained)
+from cldis_jax import (autoencoding_eval, checkpoint, codes as codes_lib, data, diffusion,
+                       errors, eval_report, fid, generation_eval, grids, inference,
+                       labelled_eval, latent, models as models_lib, navigation, subspace_eval,
+                       trained)
 from cldis_jax.metrics import (beta_vae, ctd, dci, factor_probe, factor_vae, mig, modularity,
                                protocol, sap, tad)
 
@@ -99,6 +103,12 @@ COLUMNS = {
         lambda i: _no_factors(i) or _no_generator(i), _always,
         lambda i, probe: generation_eval.evaluate_generation(
             i.config, i.models, i.params, i.source, probe, i.generator)),
+    # Images decoded from their own code and fresh noise (autoencoding_eval.py).
+    "autoencoding": Column(
+        "autoencoding from the code (fresh noise and inverted)", _always, lambda i: None,
+        lambda i: i.ground_truth is not None,
+        lambda i, probe: autoencoding_eval.evaluate_autoencoding(
+            i.config, i.models, i.params, i.source, probe, i.out_dir)),
     # Diff-AE's FID protocol, sampling and autoencoding (fid.py).
     "fid": Column(
         "FID (Diff-AE's protocol)", _always, lambda i: fid.unavailable(i.config.evaluate.fid),

@@ -91,7 +91,7 @@ def reference_rows(config, source) -> np.ndarray:
                                                                      replace=False))
 
 
-def _to_uint8_rgb(images) -> np.ndarray:
+def to_uint8_rgb(images) -> np.ndarray:
   x = grids.to_uint8(images)
   return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
 
@@ -113,7 +113,7 @@ def reference_stats(config, source, params, cache_dir: str) -> tuple:
       return cached["mu"], cached["sigma"], (cached["features"] if kept else None)
   logging.info("FID: the reference statistics of %d images (cached in %s)", len(rows), path)
   feats = np.concatenate([
-      features(params, _to_uint8_rgb(data.images_at(source, rows[i:i + 1000])), f.batch_size)
+      features(params, to_uint8_rgb(data.images_at(source, rows[i:i + 1000])), f.batch_size)
       for i in range(0, len(rows), 1000)])
   mu, sigma = generation.gaussian_stats(feats)
   kept_feats = feats[:kept].astype(np.float32) if kept else None
@@ -156,7 +156,7 @@ def evaluate_fid(config, models, params, source, generator, cache_dir: str) -> d
   for i in range(0, len(rows), 1000):
     images = data.images_at(source, rows[i:i + 1000])
     decoded = latent.autoencode(config, models, params, images, config.sample.seed + 1 + i)
-    recon.append(features(inception, _to_uint8_rgb(decoded), f.batch_size))
+    recon.append(features(inception, to_uint8_rgb(decoded), f.batch_size))
   out["autoencoding"] = _scores(np.concatenate(recon), reference)
   if generator is not None:
     gen_config, net, state = generator
@@ -164,7 +164,7 @@ def evaluate_fid(config, models, params, source, generator, cache_dir: str) -> d
     for i in range(0, len(rows), 1000):  # 1,000 images at a time, each chunk its own seed
       drawn = latent.generate(gen_config, models, params, net, state, min(1000, len(rows) - i),
                               gen_config.sample.seed + i)["images"]
-      sampled.append(features(inception, _to_uint8_rgb(drawn), f.batch_size))
+      sampled.append(features(inception, to_uint8_rgb(drawn), f.batch_size))
     out["sampling"] = _scores(np.concatenate(sampled), reference)
     out["protocol"]["latent_steps"] = gen_config.sample.latent_steps
   return out

@@ -13,13 +13,39 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from cldis_jax import diffusion, models as models_lib
+from cldis_jax import diffusion, errors, models as models_lib
 from cldis_jax.models.beta_vae import decoded_image
 from cldis_jax.models.labelled import factor_slice
 
 
-def _eps_fn(models, params, z_sem):
-  return lambda x, t: models_lib.denoise(models, params, x, t, z_sem)
+def check_guidance(config) -> None:
+  """objective.code_dropout in [0, 1); edit/sample guidance >= 0, and != 1 only with dropout."""
+  rate = config.objective.code_dropout
+  if not 0 <= rate < 1:
+    raise errors.ConfigError(f"objective.code_dropout = {rate!r}; valid: 0 <= rate < 1")
+  for key in ("edit", "sample"):
+    w = config[key].guidance
+    if not w >= 0:
+      raise errors.ConfigError(f"{key}.guidance = {w!r}; valid: a number >= 0 (1: none)")
+    if w != 1 and not rate:
+      raise errors.ConfigError(f"{key}.guidance = {w!r} needs a model trained with "
+                               f"objective.code_dropout > 0 (the null code); use 1")
+
+
+def _model_fn(models, process, params, z_sem):
+  """The denoiser under codes z_sem; with process.guidance w != 1,
+  classifier-free: out(null) + w * (out(z_sem) - out(null)), the null code
+  all zeros (the condition objective.code_dropout trained)."""
+  conditional = lambda x, t: models_lib.denoise(models, params, x, t, z_sem)
+  w = process.guidance
+  if w == 1.0:
+    return conditional
+
+  def guided(x, t):
+    null = models_lib.denoise_null(models, params, x, t)
+    return null + w * (conditional(x, t) - null)
+
+  return guided
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -30,14 +56,15 @@ def encode(models, params, x0):
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def invert(models, process: diffusion.Diffusion, params, x0, z_sem):
-  """The stochastic code x_T of images x0 by DDIM inversion under z_sem."""
-  return process.ddim_invert(_eps_fn(models, params, z_sem), x0)
+  """The stochastic code x_T of images x0 by DDIM inversion under z_sem
+  (never guided: inversion reads the code the image was encoded to)."""
+  return process.ddim_invert(lambda x, t: models_lib.denoise(models, params, x, t, z_sem), x0)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def decode(models, process: diffusion.Diffusion, params, z_sem, x_T):
   """DDIM decoding of (z_sem, x_T) -> images (N, H, W, C) in [-1, 1]."""
-  return process.ddim_sample(_eps_fn(models, params, z_sem), x_T)
+  return process.ddim_sample(_model_fn(models, process, params, z_sem), x_T)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -51,7 +78,7 @@ def decode_along(models, process: diffusion.Diffusion, params, z_sem, x_T, direc
   def one_source(args):
     z, x = args
     zs = (z[None, None, :] + strengths[..., None] * directions[:, None, :]).reshape(k * f, -1)
-    frames = process.ddim_sample(_eps_fn(models, params, zs),
+    frames = process.ddim_sample(_model_fn(models, process, params, zs),
                                  jnp.broadcast_to(x, (k * f,) + x.shape))
     return frames.reshape((k, f) + x.shape)
 
@@ -79,7 +106,7 @@ def decode_with_part(models, process: diffusion.Diffusion, params, part: tuple[i
   codes = codes.at[:, :, part[0]:part[1]].set(
       jnp.broadcast_to(part_codes[None], (n,) + part_codes.shape))
   noise = jnp.broadcast_to(x_T[:, None], (n, v) + x_T.shape[1:])
-  images = process.ddim_sample(_eps_fn(models, params, codes.reshape(n * v, -1)),
+  images = process.ddim_sample(_model_fn(models, process, params, codes.reshape(n * v, -1)),
                                noise.reshape((n * v,) + x_T.shape[1:]))
   return images.reshape((n, v) + x_T.shape[1:])
 
@@ -113,7 +140,7 @@ def interpolate(models, process: diffusion.Diffusion, params, z_a, z_b, x_T_a, x
   n, f = z_a.shape[0], alpha.shape[0]
   z = z_a[:, None] + alpha[None, :, None] * (z_b - z_a)[:, None]
   x_T = slerp(x_T_a, x_T_b, alpha)
-  images = process.ddim_sample(_eps_fn(models, params, z.reshape(n * f, -1)),
+  images = process.ddim_sample(_model_fn(models, process, params, z.reshape(n * f, -1)),
                                x_T.reshape((n * f,) + x_T_a.shape[1:]))
   return images.reshape((n, f) + x_T_a.shape[1:])
 

@@ -78,7 +78,8 @@ def edit_accuracy(config, models, params, source, oracle, rows) -> dict:
   names, count = tuple(config.model.labels.factors), config.evaluate.labels_edit_images
   x0 = jnp.asarray(data.images_at(source, rows[:count]))
   invert_p = diffusion.process(config.diffusion, config.edit.invert_steps)
-  decode_p = diffusion.process(config.diffusion, config.edit.decode_steps)
+  decode_p = diffusion.process(config.diffusion, config.edit.decode_steps,
+                               guidance=config.edit.guidance)
   code = inference.encode(models, params, x0)
   x_T = inference.invert(models, invert_p, params, x0, code)
   read = lambda x: oracle.predict_index(np.asarray(x))

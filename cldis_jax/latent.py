@@ -210,7 +210,8 @@ def generate(config, models, params, net: LatentNet, state: LatentState, count: 
   [-1, 1], "z_sem" (N, code_dim), "x_T"}, `sample.batch_size` at a time,
   each batch split over the local devices (or `devices`)."""
   latent_proc = process(config, config.sample.latent_steps)
-  image_proc = diffusion.process(config.diffusion, config.sample.image_steps)
+  image_proc = diffusion.process(config.diffusion, config.sample.image_steps,
+                                 guidance=config.sample.guidance)
   put, shard = _placement(devices)
   params, latent_params = put(params), put(state.ema_params)
   mean, std = put(state.mean), put(state.std)
@@ -225,7 +226,8 @@ def generate(config, models, params, net: LatentNet, state: LatentState, count: 
 def autoencode(config, models, params, images, seed: int, *, devices=None) -> np.ndarray:
   """Images encoded, then decoded from fresh x_T (of `seed`, one per row)
   with sample.image_steps steps: Diff-AE's autoencoding protocol."""
-  image_proc = diffusion.process(config.diffusion, config.sample.image_steps)
+  image_proc = diffusion.process(config.diffusion, config.sample.image_steps,
+                                 guidance=config.sample.guidance)
   put, shard = _placement(devices)
   params = put(params)
 

@@ -4,6 +4,7 @@ link. Pure functions of arrays; the feedback link's beta controllers are in
 
   L = L_diff + w_vae * L_vae + w_dt * L_dt  (+ w_decorrelate * corr^2 of mu_s)
   L_diff = E_t,eps ||eps_theta(x_t, t, c) - eps||^2  (t uniform; c = E(x0) or expand(mu_s))
+           (Diff-AE's; other targets, weights and timestep draws: diffusion_loss.py)
   L_vae  = recon(x0 | z_v) + the co-pilot's regulariser at the controller's value
            (beta-VAE: beta_k * KL(q(z_v | x0) || N(0, I)); the others: copilots.py)
   L_dt   = KL( sg[q(z_v | x0)] || N(mu_s, sigma_s^2) ),  (mu_s, log sigma_s^2) = H(E(x0))
@@ -28,13 +29,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from cldis_jax import (beta_controller, copilots, diffusion, distributions, errors,
-                       models as models_lib, subspaces)
+from cldis_jax import (beta_controller, copilots, diffusion, diffusion_loss, distributions,
+                       errors, models as models_lib, subspaces)
 
 BRANCHES = ("diffae", "vae")
 DT_DIRECTIONS = ("forward", "reverse")
 _SWAP_STREAM = 0x5a9  # seeds the swapped blocks apart from the step's other draws
 _SHUFFLE_STREAM = 0xfac  # FactorVAE's shuffled codes, apart from the step's other draws
+_DROP_STREAM = 0xd20  # the dropped codes, apart from the step's other draws
 
 
 def check_objective(obj, copilot: str = "beta_vae") -> None:
@@ -107,10 +109,17 @@ def correlation_penalty(codes, eps: float = 1e-6):
 
 def diffusion_inputs(process: diffusion.Diffusion, x0, rng):
   """t ~ U{0..T-1}, eps ~ N(0, I) and x_t for the eps loss."""
-  k_t, k_eps = jax.random.split(rng)
-  t = jax.random.randint(k_t, (x0.shape[0],), 0, process.num_timesteps)
-  eps = jax.random.normal(k_eps, x0.shape, jnp.float32)
-  return t, eps, process.q_sample(x0, t, eps)
+  t, eps, x_t, _ = diffusion_loss.inputs(process, diffusion_loss.Settings(), x0, rng)
+  return t, eps, x_t
+
+
+def drop_codes(cond, rate: float, rng):
+  """The condition with each row set to the null code (zeros) with
+  probability `rate` (classifier-free guidance's training; 0: unchanged)."""
+  if not rate:
+    return cond
+  keep = jax.random.uniform(rng, (cond.shape[0],)) >= rate
+  return jnp.where(keep[:, None], cond, jnp.zeros_like(cond))
 
 
 def uses_diffusion_info(c) -> bool:
@@ -136,7 +145,8 @@ def _zero():
 
 
 def closed_loop_loss(params, models, process, objective_config, beta, x0, rng,
-                     supervised=None, swapping=None, copilot=copilots.Settings(), step=0):
+                     supervised=None, swapping=None, copilot=copilots.Settings(), step=0,
+                     recipe=diffusion_loss.Settings()):
   """The total loss and `aux` with every term (batch means), for one batch.
 
   `beta` is the controller's current value (a constant here): the pressure
@@ -151,7 +161,10 @@ def closed_loop_loss(params, models, process, objective_config, beta, x0, rng,
   settings of the swap and independence terms (`subspaces.subspace_terms`).
   With FactorVAE's discriminator, the loss returned for differentiation adds
   the discriminator's loss (`loss_discriminator`, which reaches only its
-  parameters) to aux["loss"].
+  parameters) to aux["loss"]. The denoiser predicts `process.prediction`
+  and L_diff is weighted and its timesteps drawn by `recipe`
+  (diffusion_loss.Settings); a share objective.code_dropout of the
+  conditions is the null code.
   """
   obj = objective_config
   use_diffae, use_vae = "diffae" in obj.branches, "vae" in obj.branches
@@ -172,18 +185,23 @@ def closed_loop_loss(params, models, process, objective_config, beta, x0, rng,
     loss = loss + obj.w_vae * loss_vae
 
   if use_diffae:
-    denoise = lambda x_t, t, c: models.diffae.apply(
+    output = lambda x_t, t, c: models.diffae.apply(
         {"params": params["diffae"]}, x_t, t, c, train=True, method="denoise",
         rngs={"dropout": k_drop})
+    denoise = lambda x_t, t, c: process.eps_from(x_t, t, output(x_t, t, c))  # eps
+    k_null = jax.random.fold_in(rng, _DROP_STREAM)
     if models.labels is None:
-      t, eps, x_t = diffusion_inputs(process, x0, k_diff)
+      t, eps, x_t, weight = diffusion_loss.inputs(process, recipe, x0, k_diff)
       z_sem = models_lib.semantic_code(models, params, x0)
       noise = None
       if obj.sample_condition and models.head.condition_dim:
         noise = jax.random.normal(k_code, (x0.shape[0], models.head.latent_dim))
-      cond = models_lib.condition(models, params, z_sem, noise)
-      eps_pred = denoise(x_t, t, cond)
-      aux["loss_diff"] = jnp.mean(diffusion.eps_mse(eps_pred, eps))
+      cond = drop_codes(models_lib.condition(models, params, z_sem, noise),
+                        obj.get("code_dropout", 0.0), k_null)
+      out = output(x_t, t, cond)
+      eps_pred = process.eps_from(x_t, t, out)
+      aux["loss_diff"] = jnp.mean(diffusion_loss.per_image_loss(process, recipe, out, x0, eps,
+                                                                t, weight))
       loss = loss + aux["loss_diff"]
       if swapping is not None:
         conditioned = lambda z: models_lib.condition(
@@ -195,7 +213,7 @@ def closed_loop_loss(params, models, process, objective_config, beta, x0, rng,
         loss = loss + weighted
     else:
       terms, (t, eps, x_t, cond, eps_pred, z_sem) = labelled_terms(
-          params, models, process, denoise, x0, supervised, k_diff, k_code)
+          params, models, process, output, x0, supervised, k_diff, k_code, recipe)
       aux.update(terms)
       loss = loss + terms["loss_labelled"]
     if uses_diffusion_info(obj.controller):
@@ -232,27 +250,30 @@ def known_cross_entropy(logits, labels):
   return jnp.sum(jnp.where(known, ce, 0.0)) / jnp.maximum(jnp.sum(known), 1)
 
 
-def labelled_terms(params, models, process, denoise, x0, supervised, k_diff, k_noise):
+def labelled_terms(params, models, process, output, x0, supervised, k_diff, k_noise,
+                   recipe=diffusion_loss.Settings()):
   """ZeroDIM's two losses on the Diff-AE (eps loss as the reconstruction):
 
     full batch:     L_diff + w_decay * decay + [step >= warm-up] w_entropy * H
     labelled batch: L_diff + w_decay * decay + w_classify * sum_f CE_f
     total = full + w_supervised * labelled
 
-  Both batches go through the encoder and the UNet in one call. `supervised`:
+  Both batches go through the encoder and the UNet (`output`, the raw
+  denoiser; L_diff as `recipe` weighs it) in one call. `supervised`:
   labels (B, k), labelled_image (B_l, ...), labelled_labels (B_l, k), step,
   and the config.supervision weights. Returns (terms, (t, eps, x_t, the
   noisy code, eps_pred, the clean code) of the full batch)."""
   s, b = supervised, x0.shape[0]
   images = jnp.concatenate([x0, s["labelled_image"]])
   labels = jnp.concatenate([s["labels"], s["labelled_labels"]])
-  t, eps, x_t = diffusion_inputs(process, images, k_diff)
+  t, eps, x_t, weight = diffusion_loss.inputs(process, recipe, images, k_diff)
   parts = models_lib.semantic_parts(models, params, images, labels)
   residual = parts["residual"]
   noisy = residual + s["residual_std"] * jax.random.normal(k_noise, residual.shape)
   cond = parts["code"].at[:, models_lib.residual_slice(models.labels)].set(noisy)
-  eps_pred = denoise(x_t, t, cond)
-  mse = diffusion.eps_mse(eps_pred, eps)
+  out = output(x_t, t, cond)
+  eps_pred = process.eps_from(x_t, t, out)
+  mse = diffusion_loss.per_image_loss(process, recipe, out, images, eps, t, weight)
   decay = jnp.mean(jnp.square(residual), axis=-1)
   full, few = slice(0, b), slice(b, None)
   ent = sum(jnp.mean(entropy(l[full])) for l in parts["logits"]) / len(parts["logits"])

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cldis_jax import (beta_controller, copilots, diffusion, memo, models as models_lib,
-                       objective, parallel, subspaces, supervision)
+from cldis_jax import (beta_controller, copilots, diffusion, diffusion_loss, memo,
+                       models as models_lib, objective, parallel, subspaces, supervision)
 
 BRANCHES = ("diffae", "vae", "head")
 LABELLED_BRANCHES = BRANCHES + ("labels",)  # with labelled factors (model.labels)
@@ -184,6 +184,7 @@ def make_train_step(config, models, mesh):
   controller_config = controller_of(config)
   sign = copilots.check_kind(config.model.copilot).sign
   copilot = copilots.settings(config)
+  recipe = diffusion_loss.settings(config.diffusion)
 
   def step(state: TrainState, batch, rng_root):
     rng = jax.random.fold_in(rng_root, state.step)
@@ -192,7 +193,7 @@ def make_train_step(config, models, mesh):
                                 x0=batch["image"], rng=rng,
                                 supervised=supervised_inputs(config, batch, state.step),
                                 swapping=subspaces.swap_inputs(config, batch),
-                                copilot=copilot, step=state.step)
+                                copilot=copilot, step=state.step, recipe=recipe)
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -35,9 +35,10 @@ class Run:
     """The config's dataset, opened on first use."""
     return data.source_of(self.config)
 
-  def process(self, steps: int) -> diffusion.Diffusion:
-    """The "ddim{steps}" process of the config's diffusion."""
-    return diffusion.process(self.config.diffusion, steps)
+  def process(self, steps: int, guidance: float = 1.0) -> diffusion.Diffusion:
+    """The "ddim{steps}" process of the config's diffusion, its decoders
+    guided at `guidance`."""
+    return diffusion.process(self.config.diffusion, steps, guidance=guidance)
 
 
 def one_process(mode: str) -> None:

@@ -23,6 +23,7 @@ def get_config(arg=None):
       reference_images=64, encode_batch=32))
   config.evaluate.ctd.update(dict(num_sources=2, steps=2, levels=2, iterations=20))
   config.evaluate.probe.update(dict(steps=5, batch_size=8, width=4, test_images=32))
+  config.evaluate.autoencoding.update(dict(images=4, noises=2, bins=3))
   config.navigate.update(dict(batch_size=4, num_steps=6, log_every=3, checkpoint_every=3,
                               reference_images=64, accuracy_batches=2, traversal_steps=3))
   config.navigate.reconstructor.update(dict(width=4, stage_sizes=(1, 1)))

@@ -191,9 +191,16 @@ def condition(models: Models, params, z_sem, code_noise=None):
 
 
 def denoise(models: Models, params, x_t, t, z_sem, **kw):
-  """eps_theta(x_t, t, condition(z_sem)) with the full parameter dict."""
+  """eps_theta(x_t, t, condition(z_sem)) with the full parameter dict (the
+  output of config.diffusion.prediction: eps, v or x0)."""
   return models.diffae.apply({"params": params["diffae"]}, x_t, t,
                              condition(models, params, z_sem), method="denoise", **kw)
+
+
+def denoise_null(models: Models, params, x_t, t, **kw):
+  """The denoiser under the null condition (zeros; objective.code_dropout)."""
+  null = jnp.zeros((x_t.shape[0], models.code_dim), jnp.float32)
+  return models.diffae.apply({"params": params["diffae"]}, x_t, t, null, method="denoise", **kw)
 
 
 def _init(models: Models, rng, batch_size: int = 1):

@@ -1,0 +1,54 @@
+"""Does the semantic code carry the image? The denoiser's training recipe
+(prediction target, timestep weights, timestep draw, code dropout) on the
+quickstart setting (procedural Shapes3D, 32 px, batch 16), judged by the
+`autoencoding` column: images decoded from their own code with fresh noise,
+read by the factor oracle (docs/autoencoding.md).
+
+  python -m cldis_jax.main --config configs/study_autoencoding.py --workdir /tmp/ae_study --mode=study
+  python -m cldis_jax.main --config configs/study_autoencoding.py:steps=4000 --workdir /tmp/ae_4k --mode=study
+
+The argument `steps=N` trains N steps instead of the quickstart's 2,000 (2x
+and 5x budgets: 4000, 10000); pick variants with
+`--config.study.only="('eps', 'v')"`. Each run is the quickstart config with
+the variant's overrides and one of three seeds.
+"""
+
+import os
+
+from cldis_jax.config_lib import load_config, nested
+
+VARIANTS = {
+    # Diff-AE's recipe (the quickstart's today): eps, its plain MSE, t uniform.
+    "eps": {},
+    # Weights that only lower the low-noise steps (expected not to help).
+    "eps_p2": {"diffusion.loss_weight": "p2"},
+    "eps_min_snr": {"diffusion.loss_weight": "min_snr"},
+    # Weights that raise the high-noise steps.
+    "eps_truncated_snr": {"diffusion.loss_weight": "truncated_snr"},
+    "v": {"diffusion.prediction": "v"},
+    "v_min_snr": {"diffusion.prediction": "v", "diffusion.loss_weight": "min_snr"},
+    "x0": {"diffusion.prediction": "x0"},
+    # Half the timesteps drawn from t >= 700, where the hue must come from the code.
+    "eps_high": {"diffusion.timesteps": "high"},
+    "v_high": {"diffusion.prediction": "v", "diffusion.timesteps": "high"},
+    # A null code for a tenth of the images; decoded with guidance 2.
+    "v_dropout_guided": {"diffusion.prediction": "v", "objective.code_dropout": 0.1,
+                         "edit.guidance": 2.0},
+}
+
+
+def get_config(arg=None):
+  config = load_config(os.path.join(os.path.dirname(__file__), "quickstart.py"))
+  config.samples.every = 0
+  config.evaluate.metrics = ("autoencoding", "factor_vae", "mig")
+  config.evaluate.representations = ("mu_s", "vae_mu")
+  config.evaluate.update(dict(num_train=1000, num_test=500, num_variance_estimate=5000,
+                              reference_images=5000))
+  config.evaluate.probe.steps = 2000
+  config.study.variants = {name: nested(o) for name, o in VARIANTS.items()}
+  config.study.seeds = (0, 1, 2)
+  if arg and arg.startswith("steps="):
+    config.train.num_steps = int(arg.split("=", 1)[1])
+  elif arg:
+    raise ValueError(f"configs/study_autoencoding.py takes no argument or 'steps=N', got {arg!r}")
+  return config
