@@ -106,7 +106,8 @@ def encode(config, models, devices) -> Program:
 def _ddim(config, models, device, name: str, steps: int, fn) -> Program:
   one = SingleDeviceSharding(device)
   batch = config.edit.dataset_images
-  process = diffusion.process(config.diffusion, steps)
+  guidance = config.edit.guidance if name == "decode" else 1.0  # inversion is never guided
+  process = diffusion.process(config.diffusion, steps, guidance=guidance)
   args = dict(params=_abstract(models_lib.abstract_params(models), one),
               images=_images(config, batch, one),
               z_sem=jax.ShapeDtypeStruct((batch, models.code_dim), jnp.float32,

@@ -64,11 +64,13 @@ def test_training_evaluates_periodically_with_every_field_filled(run):
   summary = json.load(open(os.path.join(workdir, "eval", "6", "metrics.json")))
   assert summary["step"] == 6 and summary["factors"] == list(shapes3d.FACTORS.names)
   assert summary["skipped"] == {"tad": "procedural/shapes3d has no binary attributes"}
-  assert list(summary["results"]) == list(codes.REPRESENTATIONS)
-  for rep, results in summary["results"].items():
+  assert list(summary["results"]) == list(codes.REPRESENTATIONS) + ["autoencoding"]
+  for rep in codes.REPRESENTATIONS:
+    results = summary["results"][rep]
     assert sorted(results) == sorted(evaluate.SUPERVISED + evaluate.TRAVERSAL), rep
+  for name, results in summary["results"].items():
     values = _numbers(results)
-    assert values and all(math.isfinite(v) for v in values), rep
+    assert values and all(math.isfinite(v) for v in values), name
   assert {"eval_accuracy", "train_accuracy", "num_active"} <= set(
       summary["results"]["vae_mu"]["factor_vae"])
   assert {"disentanglement", "completeness", "informativeness_test"} <= set(
