@@ -81,7 +81,7 @@ def plot_code_use(curve: dict, path: str) -> str:
   fig, ax = plt.subplots(figsize=(6.5, 3.6), dpi=110)
   ax.plot(centres, curve["x0_mse_own_code"], "o-", label="its own code")
   ax.plot(centres, curve["x0_mse_other_code"], "s--", label="another image's code")
-  ax.set(xlabel="timestep t", ylabel="x0 prediction MSE",
+  ax.set(xlabel="timestep t", ylabel="x0 prediction MSE (log)", yscale="log",
          title="Where the denoiser reads the code (gap: code used)")
   ax.legend()
   fig.tight_layout()
