@@ -1,74 +1,168 @@
-"""The tables of docs/autoencoding.md from the evaluations kept in
-docs/results/autoencoding/ (one JSON per run: the run's `metrics.json` with
-its training record under "run").
+"""The tables and the budget curve of docs/autoencoding.md from the evaluations
+kept in docs/results/autoencoding/ (one JSON per run and evaluated step: the
+evaluation's `metrics.json`, with the run's training record under "run" for
+the evaluation that ended the run).
 
-  python benchmarks/autoencoding_table.py --collect STUDY_WORKDIR   # copy its finished runs in
+  python benchmarks/autoencoding_table.py --collect STUDY_WORKDIR   # copy its evaluations in
   python benchmarks/autoencoding_table.py                           # print the tables
+  python benchmarks/autoencoding_table.py --plot OUT.png            # and draw the budget curve
 
-A run's file is named <variant>_seed<seed>_<steps>.json.
+A file is named <variant>_seed<seed>_<step>.json. A run trained with
+`--config.evaluate.every=N` has an evaluation every N steps, which is what
+the budget curve draws.
 """
 
 import argparse
+import collections
 import glob
 import json
 import os
+import re
+
+import numpy as np
 
 FACTORS = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
+HUES = FACTORS[:3]
 FOLDER = "docs/results/autoencoding"
+NAME = re.compile(r"(?P<variant>.+)_seed(?P<seed>\d+)_(?P<step>\d+)\.json$")
 
 
 def collect(workdir: str, folder: str) -> None:
-  for path in sorted(glob.glob(os.path.join(workdir, "runs", "*", "seed*", "result.json"))):
-    with open(path) as f:
-      result = json.load(f)
-    if result.get("status") != "completed":
-      continue
-    with open(result["evaluation"]) as f:
-      evaluation = json.load(f)
-    evaluation["run"] = dict(train_seconds=result["train_seconds"],
-                             evaluate_seconds=result["evaluate_seconds"],
-                             steps_per_s=result["train"].get("steps_per_s"),
-                             loss_diff=result["train"].get("loss_diff"))
-    seed_dir = os.path.dirname(path)
-    name = f"{os.path.basename(os.path.dirname(seed_dir))}_{os.path.basename(seed_dir)}_" \
-           f"{result['step']}.json"
-    with open(os.path.join(folder, name), "w") as f:
-      json.dump(evaluation, f, indent=1)
-    print("kept", name)
+  """Copies every evaluation of every run of a study workdir into `folder`."""
+  for seed_dir in sorted(glob.glob(os.path.join(workdir, "runs", "*", "seed*"))):
+    result = {}
+    if os.path.exists(os.path.join(seed_dir, "result.json")):
+      with open(os.path.join(seed_dir, "result.json")) as f:
+        result = json.load(f)
+    for path in sorted(glob.glob(os.path.join(seed_dir, "eval", "*", "metrics.json"))):
+      with open(path) as f:
+        evaluation = json.load(f)
+      if "autoencoding" not in evaluation.get("results", {}):
+        continue
+      if result.get("status") == "completed" and result["step"] == evaluation["step"]:
+        evaluation["run"] = dict(train_seconds=result["train_seconds"],
+                                 evaluate_seconds=result["evaluate_seconds"],
+                                 steps_per_s=result["train"].get("steps_per_s"),
+                                 loss_diff=result["train"].get("loss_diff"))
+      name = f"{os.path.basename(os.path.dirname(seed_dir))}_{os.path.basename(seed_dir)}_" \
+             f"{evaluation['step']}.json"
+      with open(os.path.join(folder, name), "w") as f:
+        json.dump(evaluation, f, indent=1)
+      print("kept", name)
 
 
-def _cells(ae: dict, decodes: str, key: str) -> str:
-  return " / ".join(f"{ae[decodes][key][f]:.2f}" for f in FACTORS)
+def load(folder: str) -> list[dict]:
+  """[{variant, seed, step, summary}] of every kept evaluation, sorted."""
+  out = []
+  for path in glob.glob(os.path.join(folder, "*.json")):
+    match = NAME.search(os.path.basename(path))
+    if match:
+      with open(path) as f:
+        out.append(dict(variant=match["variant"], seed=int(match["seed"]),
+                        step=int(match["step"]), summary=json.load(f)))
+  return sorted(out, key=lambda r: (r["variant"], r["step"], r["seed"]))
+
+
+def numbers(summary: dict) -> dict:
+  """The headline numbers of one evaluation."""
+  results = summary["results"]
+  ae = results["autoencoding"]
+  out = {f"fresh_{f}": ae["fresh"]["agreement"][f] for f in FACTORS}
+  out.update({f"inverted_{f}": ae["inverted"]["agreement"][f] for f in FACTORS})
+  out.update(fresh_mse=ae["fresh"]["mse"], inverted_mse=ae["inverted"]["mse"],
+             fresh_min_hue=min(ae["fresh"]["agreement"][f] for f in HUES),
+             gap=ae["code_use"]["gap"][-1],
+             mig=results.get("mu_s", {}).get("mig", {}).get("discrete_mig", float("nan")))
+  return out
+
+
+def _factors(n: dict, prefix: str) -> str:
+  return " / ".join(f"{n[f'{prefix}_{f}']:.2f}" for f in FACTORS)
+
+
+def per_run_table(rows: list[dict]) -> list[str]:
+  out = ["| run | step | fresh noise: oracle reads the input's floor / wall / object hue, "
+         "scale, shape, orientation | inverted x_T: the same | MSE fresh | MSE inverted | "
+         "code-use gap at t >= 900 | MIG (mu_s) | steps/s |",
+         "|---|---:|---|---|---:|---:|---:|---:|---:|"]
+  for r in rows:
+    n, rate = numbers(r["summary"]), r["summary"].get("run", {}).get("steps_per_s")
+    out.append(f"| {r['variant']} seed {r['seed']} | {r['step']} | {_factors(n, 'fresh')} | "
+               f"{_factors(n, 'inverted')} | {n['fresh_mse']:.3f} | {n['inverted_mse']:.4f} | "
+               f"{n['gap']:.4f} | {n['mig']:.3f} | "
+               f"{'–' if rate is None else f'{rate:.2f}'} |")
+  return out
+
+
+def seed_table(rows: list[dict]) -> list[str]:
+  """Mean +- std over seeds, per (variant, step) with more than one seed."""
+  groups = collections.defaultdict(list)
+  for r in rows:
+    groups[(r["variant"], r["step"])].append(numbers(r["summary"]))
+  out = ["| variant | step | seeds | fresh: floor / wall / object hue | fresh: scale / shape / "
+         "orientation | MSE fresh | MSE inverted | MIG (mu_s) |",
+         "|---|---:|---:|---|---|---:|---:|---:|"]
+
+  def cell(ns, keys, digits=2):
+    return " / ".join(f"{np.mean([n[k] for n in ns]):.{digits}f} ± "
+                      f"{np.std([n[k] for n in ns]):.{digits}f}" for k in keys)
+
+  for (variant, step), ns in groups.items():
+    if len(ns) > 1:
+      out.append(f"| {variant} | {step} | {len(ns)} | "
+                 f"{cell(ns, [f'fresh_{f}' for f in HUES])} | "
+                 f"{cell(ns, [f'fresh_{f}' for f in FACTORS[3:]])} | "
+                 f"{cell(ns, ['fresh_mse'], 3)} | {cell(ns, ['inverted_mse'], 4)} | "
+                 f"{cell(ns, ['mig'], 3)} |")
+  return out
+
+
+def plot_budget(rows: list[dict], out: str) -> None:
+  """Fresh-noise agreement per factor against training steps, one panel per
+  (variant, seed) evaluated at several steps; the goals dashed."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  curves = collections.defaultdict(list)
+  for r in rows:
+    curves[(r["variant"], r["seed"])].append(r)
+  curves = {k: v for k, v in curves.items() if len(v) > 1}
+  if not curves:
+    raise SystemExit(f"no run with evaluations at several steps in {FOLDER}")
+  fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False)
+  for ax, ((variant, seed), rs) in zip(axes[0], sorted(curves.items())):
+    steps = [r["step"] for r in rs]
+    for f in FACTORS:
+      ax.plot(steps, [numbers(r["summary"])[f"fresh_{f}"] for r in rs], marker="o", label=f)
+    ax.axhline(0.95, color="k", ls="--", lw=0.8)
+    ax.axhline(0.90, color="grey", ls=":", lw=0.8)
+    ax.set(title=f"{variant}, seed {seed}: decodes from fresh noise", xlabel="training steps",
+           ylabel="oracle agrees with the input", ylim=(0, 1.02))
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(out, dpi=100)
+  print(out)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--collect", default="")
   parser.add_argument("--folder", default=FOLDER)
+  parser.add_argument("--plot", default="")
   args = parser.parse_args()
   if args.collect:
     collect(args.collect, args.folder)
     return
-  print("| run | fresh noise: oracle reads the input's floor / wall / object hue, scale, shape, "
-        "orientation | fresh: accuracy vs labels (same order) | inverted: agreement (same "
-        "order) | MSE fresh | MSE inverted | code-use gap at t >= 900 | MIG (mu_s) | "
-        "steps/s |")
-  print("|---|---|---|---|---:|---:|---:|---:|---:|")
-  oracle = None
-  for path in sorted(glob.glob(os.path.join(args.folder, "*.json"))):
-    with open(path) as f:
-      summary = json.load(f)
-    results, ae = summary["results"], summary["results"]["autoencoding"]
-    oracle = ae["oracle_accuracy"]
-    mig = results.get("mu_s", {}).get("mig", {}).get("discrete_mig", float("nan"))
-    rate = summary["run"]["steps_per_s"]
-    print(f"| {os.path.basename(path)[:-5]} | {_cells(ae, 'fresh', 'agreement')} | "
-          f"{_cells(ae, 'fresh', 'accuracy')} | {_cells(ae, 'inverted', 'agreement')} | "
-          f"{ae['fresh']['mse']:.3f} | {ae['inverted']['mse']:.4f} | "
-          f"{ae['code_use']['gap'][-1]:.4f} | {mig:.3f} | {rate:.2f} |")
+  rows = load(args.folder)
+  print("\n".join(per_run_table(rows)))
+  print()
+  print("\n".join(seed_table(rows)))
+  oracle = rows[-1]["summary"]["results"]["autoencoding"]["oracle_accuracy"] if rows else None
   if oracle:
-    print("\nThe oracle's held-out accuracy on real images (last run): "
+    print("\nThe oracle's held-out accuracy on real images: "
           + " / ".join(f"{oracle[f]:.2f}" for f in FACTORS))
+  if args.plot:
+    plot_budget(rows, args.plot)
 
 
 if __name__ == "__main__":
