@@ -128,7 +128,8 @@ def plot_budget(rows: list[dict], out: str) -> None:
     curves[(r["variant"], r["seed"])].append(r)
   curves = {k: v for k, v in curves.items() if len(v) > 1}
   if not curves:
-    raise SystemExit(f"no run with evaluations at several steps in {FOLDER}")
+    raise SystemExit("no run has evaluations at several steps: train one with "
+                     "--config.evaluate.every=N and --collect it")
   fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False)
   for ax, ((variant, seed), rs) in zip(axes[0], sorted(curves.items())):
     steps = [r["step"] for r in rs]
