@@ -3,9 +3,9 @@
   python benchmarks/code_probe.py WORKDIR [--images 3000] [--train 2000]
 
 Encodes --images random rows of the workdir's dataset (with factors) with the
-latest checkpoint's EMA encoder, z-scores mu_s on the first --train codes,
-fits a multinomial logistic regression per factor on them and prints the
-accuracy on the rest. A factor the probe reads but a decode from fresh noise
+latest checkpoint's EMA encoder, z-scores z_sem (the code the denoiser is
+conditioned on) on the first --train codes, fits a multinomial logistic
+regression per factor on them and prints the accuracy on the rest. A factor the probe reads but a decode from fresh noise
 does not show is in the code and not read from it by the denoiser.
 """
 
@@ -33,7 +33,7 @@ def main():
   z = np.concatenate([model.encode(x[i:i + 250]) for i in range(0, len(x), 250)])
   n = args.train
   z = (z - z[:n].mean(0)) / (z[:n].std(0) + 1e-6)
-  print(f"{args.workdir} step {model.step}: linear probe of mu_s, {n} train / "
+  print(f"{args.workdir} step {model.step}: linear probe of z_sem, {n} train / "
         f"{len(z) - n} test codes")
   for f, name in enumerate(model.source.factor_names):
     y = items["factors"][:, f]
