@@ -5,8 +5,9 @@
 Encodes --images random rows of the workdir's dataset (with factors) with the
 latest checkpoint's EMA encoder, z-scores z_sem (the code the denoiser is
 conditioned on) on the first --train codes, fits a multinomial logistic
-regression per factor on them and prints the accuracy on the rest. A factor the probe reads but a decode from fresh noise
-does not show is in the code and not read from it by the denoiser.
+regression per factor on them and prints the accuracy on the rest. A factor
+the probe reads but a decode from fresh noise does not show is in the code
+and not read from it by the denoiser.
 """
 
 import argparse
