@@ -40,6 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
           embed_dim=512,
           z_dim=512,
           dropout=0.1,
+          # The share of skip connections zeroed per image in training, so
+          # that the decoder must read the code (models/unet.py). 0: official.
+          skip_dropout=0.0,
       ),
       vae=dict(  # Burgess et al. (2018) conv beta-VAE
           hidden_channels=32,

@@ -19,10 +19,13 @@ from cldis_jax.models.labelled import factor_slice
 
 
 def check_guidance(config) -> None:
-  """objective.code_dropout in [0, 1); edit/sample guidance >= 0, and != 1 only with dropout."""
+  """objective.code_dropout and model.diffae.skip_dropout in [0, 1); edit/sample
+  guidance >= 0, and != 1 only with code dropout."""
   rate = config.objective.code_dropout
-  if not 0 <= rate < 1:
-    raise errors.ConfigError(f"objective.code_dropout = {rate!r}; valid: 0 <= rate < 1")
+  for key, value in (("objective.code_dropout", rate),
+                     ("model.diffae.skip_dropout", config.model.diffae.get("skip_dropout", 0.0))):
+    if not 0 <= value < 1:
+      raise errors.ConfigError(f"{key} = {value!r}; valid: 0 <= rate < 1")
   for key in ("edit", "sample"):
     w = config[key].guidance
     if not w >= 0:

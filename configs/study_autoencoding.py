@@ -36,6 +36,9 @@ VARIANTS = {
     # A null code for a tenth of the images; decoded with guidance 2.
     "v_dropout_guided": {"diffusion.prediction": "v", "objective.code_dropout": 0.1,
                          "edit.guidance": 2.0},
+    # Half of each image's U-Net skips zeroed in training, so that the decoder
+    # half must take the geometry from the code (Skip Dropout).
+    "v_skip_dropout": {"diffusion.prediction": "v", "model.diffae.skip_dropout": 0.5},
 }
 
 

@@ -186,6 +186,7 @@ def test_guided_decoding_mixes_the_conditional_and_the_null_prediction(tiny_mode
     ({"diffusion.high_noise_from": 1000}, "diffusion.high_noise_from = 1000; valid: 0 to 999"),
     ({"diffusion.high_noise_share": 1.5}, "diffusion.high_noise_share = 1.5; valid: 0 to 1"),
     ({"objective.code_dropout": 1.0}, "objective.code_dropout = 1.0; valid: 0 <= rate < 1"),
+    ({"model.diffae.skip_dropout": -0.1}, "model.diffae.skip_dropout = -0.1; valid: 0 <= rate"),
     ({"edit.guidance": 2.0}, "edit.guidance = 2.0 needs a model trained with objective.code_"),
     ({"sample.guidance": -1.0, "objective.code_dropout": 0.1},
      "sample.guidance = -1.0; valid: a number >= 0"),

@@ -8,6 +8,7 @@ import pytest
 
 from cldis_jax import config_lib, models
 from cldis_jax.models import heads, layers
+from cldis_jax.models import unet as unet_lib
 from conftest import config_path
 
 OFFICIAL_COUNTS = {  # phizaz/diffae templates: UNet, encoder
@@ -104,6 +105,38 @@ def test_dropout_only_in_training_and_driven_by_its_rng(tiny_models, random_diff
   a, b, a2 = run(jax.random.key(1)), run(jax.random.key(2)), run(jax.random.key(1))
   assert jnp.array_equal(a, a2) and not jnp.allclose(a, b)
   assert not jnp.allclose(a, tiny_models.diffae.apply(variables, x0, x_t, t))
+
+
+class _SkiplessUNet(unet_lib.UNet):
+  """The restatement of skip dropout at rate 1: every skip is zeros in training."""
+
+  def _dropped(self, skip, train):
+    return jnp.zeros_like(skip) if train else skip
+
+
+def test_skip_dropout_zeroes_whole_skips_per_image_in_training_only(tiny_models,
+                                                                    random_diffae_params):
+  x0, x_t, t = _inputs(tiny_models, batch=8)
+  x_t = jnp.broadcast_to(x_t[:1], x_t.shape)  # one input, eight draws of the mask
+  t = jnp.full_like(t, 500)
+  z = jax.random.normal(jax.random.key(3), (8, tiny_models.diffae.z_dim))
+  unet = tiny_models.diffae.clone(dropout=0.0).bind({"params": random_diffae_params}).unet
+  fields = {f: getattr(unet, f) for f in ("image_size", "base_channels", "channel_mult",
+                                          "num_res_blocks", "attn_resolutions", "num_heads",
+                                          "embed_dim", "out_channels")}
+  variables = {"params": random_diffae_params["unet"]}
+  run = lambda cls, rate, train: cls(dropout=0.0, skip_dropout=rate, **fields).apply(
+      variables, x_t, t, z, train=train, rngs={"dropout": jax.random.key(4)})
+  plain = run(unet_lib.UNet, 0.0, True)
+  # The parameters and the decoder at inference are the official model's.
+  np.testing.assert_array_equal(run(unet_lib.UNet, 0.5, False), plain)
+  # Rate -> 1: the decoder half sees no skip at all.
+  np.testing.assert_allclose(run(unet_lib.UNet, 1 - 1e-7, True), run(_SkiplessUNet, 0.0, True),
+                             atol=1e-6)
+  # Rate 0.5: each image draws its own mask, so the eight copies differ.
+  half = np.asarray(run(unet_lib.UNet, 0.5, True)).reshape(8, -1)
+  assert len({tuple(np.round(row[:16], 5)) for row in half}) > 2
+  assert not np.allclose(half, np.asarray(plain).reshape(8, -1))
 
 
 def test_denoiser_traces_once_per_shape(tiny_models, tiny_params):

@@ -6,6 +6,7 @@ mirrors the PyTorch module tree so that official weights convert one-to-one.
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from cldis_jax.models.layers import (AttentionBlock, ResBlock, Trunk, conv, dense,
@@ -16,6 +17,10 @@ class UNet(Trunk):
   """Predicts eps from (x_t, t, z_sem). Outputs exactly zero at initialisation."""
   embed_dim: int = 512
   dropout: float = 0.1
+  # In training, each skip connection of each image is zeroed with this
+  # probability, so the decoder half must draw from the code and the
+  # bottleneck (Skip Dropout, Jun et al., NeurIPS 2024). 0: off (Diff-AE).
+  skip_dropout: float = 0.0
   out_channels: int = 3
 
   @nn.compact
@@ -55,7 +60,7 @@ class UNet(Trunk):
     n = 0
     for level in reversed(range(len(widths))):
       for i in range(self.num_res_blocks + 1):
-        h = jnp.concatenate([h, skips.pop()], axis=-1)
+        h = jnp.concatenate([h, self._dropped(skips.pop(), train)], axis=-1)
         h = res(h, widths[level], f"output_blocks_{n}_0")
         j = 1
         if resolution in self.attn_resolutions:
@@ -69,3 +74,11 @@ class UNet(Trunk):
     h = group_norm(h, name="out_norm", silu=True)
     eps = conv(h, self.out_channels, 3, name="out_conv", dtype=dt, zero_init=True)
     return eps.astype(jnp.float32)
+
+  def _dropped(self, skip, train):
+    """The skip tensor, zeroed per image with probability skip_dropout in training."""
+    if not train or not self.skip_dropout:
+      return skip
+    keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.skip_dropout,
+                                (skip.shape[0], 1, 1, 1))
+    return skip * keep.astype(skip.dtype)
