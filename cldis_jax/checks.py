@@ -12,7 +12,7 @@ from cldis_jax import (config_lib, diffusion_loss, inference, latent, objective,
 CHECKS = (
     ("keys, sizes and cadences", config_lib.check_config),
     ("diffusion loss", diffusion_loss.check),
-    ("code and skip dropout, guidance", inference.check_guidance),
+    ("code and skip dropout, guidance", inference.check_dropout_and_guidance),
     ("objective and co-pilot", lambda c: objective.check_objective(c.objective,
                                                                    c.model.copilot)),
     ("labelled factors", supervision.check),

@@ -18,7 +18,7 @@ from cldis_jax.models.beta_vae import decoded_image
 from cldis_jax.models.labelled import factor_slice
 
 
-def check_guidance(config) -> None:
+def check_dropout_and_guidance(config) -> None:
   """objective.code_dropout and model.diffae.skip_dropout in [0, 1); edit/sample
   guidance >= 0, and != 1 only with code dropout."""
   rate = config.objective.code_dropout
