@@ -52,14 +52,15 @@ def collect(workdir: str, folder: str) -> None:
 
 
 def load(folder: str) -> list[dict]:
-  """[{variant, seed, step, summary}] of every kept evaluation, sorted."""
+  """[{variant, seed, step, summary, numbers}] of every kept evaluation, sorted."""
   out = []
   for path in glob.glob(os.path.join(folder, "*.json")):
     match = NAME.search(os.path.basename(path))
     if match:
       with open(path) as f:
-        out.append(dict(variant=match["variant"], seed=int(match["seed"]),
-                        step=int(match["step"]), summary=json.load(f)))
+        summary = json.load(f)
+      out.append(dict(variant=match["variant"], seed=int(match["seed"]),
+                      step=int(match["step"]), summary=summary, numbers=numbers(summary)))
   return sorted(out, key=lambda r: (r["variant"], r["step"], r["seed"]))
 
 
@@ -86,7 +87,7 @@ def per_run_table(rows: list[dict]) -> list[str]:
          "code-use gap at t >= 900 | MIG (mu_s) | steps/s |",
          "|---|---:|---|---|---:|---:|---:|---:|---:|"]
   for r in rows:
-    n, rate = numbers(r["summary"]), r["summary"].get("run", {}).get("steps_per_s")
+    n, rate = r["numbers"], r["summary"].get("run", {}).get("steps_per_s")
     out.append(f"| {r['variant']} seed {r['seed']} | {r['step']} | {_factors(n, 'fresh')} | "
                f"{_factors(n, 'inverted')} | {n['fresh_mse']:.3f} | {n['inverted_mse']:.4f} | "
                f"{n['gap']:.4f} | {n['mig']:.3f} | "
@@ -98,7 +99,7 @@ def seed_table(rows: list[dict]) -> list[str]:
   """Mean +- std over seeds, per (variant, step) with more than one seed."""
   groups = collections.defaultdict(list)
   for r in rows:
-    groups[(r["variant"], r["step"])].append(numbers(r["summary"]))
+    groups[(r["variant"], r["step"])].append(r["numbers"])
   out = ["| variant | step | seeds | fresh: floor / wall / object hue | fresh: scale / shape / "
          "orientation | MSE fresh | MSE inverted | MIG (mu_s) |",
          "|---|---:|---:|---|---|---:|---:|---:|"]
@@ -134,7 +135,7 @@ def plot_budget(rows: list[dict], out: str) -> None:
   for ax, ((variant, seed), rs) in zip(axes[0], sorted(curves.items())):
     steps = [r["step"] for r in rs]
     for f in FACTORS:
-      ax.plot(steps, [numbers(r["summary"])[f"fresh_{f}"] for r in rs], marker="o", label=f)
+      ax.plot(steps, [r["numbers"][f"fresh_{f}"] for r in rs], marker="o", label=f)
     ax.axhline(0.95, color="k", ls="--", lw=0.8)
     ax.axhline(0.90, color="grey", ls=":", lw=0.8)
     ax.set(title=f"{variant}, seed {seed}: decodes from fresh noise", xlabel="training steps",

@@ -16,14 +16,15 @@ import numpy as np
 from cldis_jax.data import shapes3d
 
 
-def changed_pixels(factors: np.ndarray, which: int, rng, resolution: int,
+def changed_pixels(factors: np.ndarray, image: np.ndarray, which: int, rng, resolution: int,
                    threshold: float) -> int:
-  """Pixels that move when factor `which` of the scene `factors` takes another value."""
+  """Pixels of `image` (the scene `factors`) that move when factor `which`
+  takes another value."""
   other = factors.copy()
   size = shapes3d.FACTORS.sizes[which]
   other[which] = (factors[which] + 1 + rng.integers(size - 1)) % size
-  a, b = (shapes3d.render(f[None], resolution).astype(np.float32) for f in (factors, other))
-  return int((np.abs(a - b).max(-1) > threshold * 255).sum())
+  changed = shapes3d.render(other[None], resolution).astype(np.float32)
+  return int((np.abs(image - changed).max(-1) > threshold * 255).sum())
 
 
 def main():
@@ -38,8 +39,10 @@ def main():
   scenes = [np.array([rng.integers(n) for n in sizes]) for _ in range(args.scenes)]
   print(f"pixels (of {args.resolution ** 2}) changed by more than {args.threshold:.0%} "
         f"when one factor changes, {args.scenes} scenes:")
+  images = [shapes3d.render(f[None], args.resolution).astype(np.float32) for f in scenes]
   for which, name in enumerate(shapes3d.FACTORS.names):
-    counts = [changed_pixels(f, which, rng, args.resolution, args.threshold) for f in scenes]
+    counts = [changed_pixels(f, image, which, rng, args.resolution, args.threshold)
+              for f, image in zip(scenes, images)]
     print(f"  {name:12s} median {np.median(counts):6.1f}   mean {np.mean(counts):6.1f}")
 
 
