@@ -6,6 +6,7 @@ the evaluation that ended the run).
   python benchmarks/autoencoding_table.py --collect STUDY_WORKDIR   # copy its evaluations in
   python benchmarks/autoencoding_table.py                           # print the tables
   python benchmarks/autoencoding_table.py --plot OUT.png            # and draw the budget curve
+  python benchmarks/autoencoding_table.py --plot OUT.png --seeds 0  # of seed 0's runs only
 
 A file is named <variant>_seed<seed>_<step>.json. A run trained with
 `--config.evaluate.every=N` has an evaluation every N steps, which is what
@@ -74,6 +75,10 @@ def numbers(summary: dict) -> dict:
              fresh_min_hue=min(ae["fresh"]["agreement"][f] for f in HUES),
              gap=ae["code_use"]["gap"][-1],
              mig=results.get("mu_s", {}).get("mig", {}).get("discrete_mig", float("nan")))
+  if "true_labels" in ae:  # a model with labelled factors
+    out.update({f"labels_{f}": ae["true_labels"]["agreement"][f] for f in FACTORS})
+    out["labels_mse"] = ae["true_labels"]["mse"]
+    out["classifier"] = results.get("labels", {}).get("classifier", {})
   return out
 
 
@@ -93,6 +98,22 @@ def per_run_table(rows: list[dict]) -> list[str]:
                f"{n['gap']:.4f} | {n['mig']:.3f} | "
                f"{'–' if rate is None else f'{rate:.2f}'} |")
   return out
+
+
+def labels_table(rows: list[dict]) -> list[str]:
+  """Runs with labelled factors: fresh-noise decodes of the classifiers' code
+  against those of the true labels' table rows, and the classifiers."""
+  rows = [r for r in rows if "labels_mse" in r["numbers"]]
+  out = ["| run | step | fresh noise, the classifiers' code | fresh noise, the true labels' "
+         "rows | MSE (classifiers / true labels) | classifier accuracy |",
+         "|---|---:|---|---|---:|---|"]
+  for r in rows:
+    n = r["numbers"]
+    classifier = " / ".join(f"{n['classifier'][f]:.2f}" for f in FACTORS if f in n["classifier"])
+    out.append(f"| {r['variant']} seed {r['seed']} | {r['step']} | {_factors(n, 'fresh')} | "
+               f"{_factors(n, 'labels')} | {n['fresh_mse']:.3f} / {n['labels_mse']:.3f} | "
+               f"{classifier or '–'} |")
+  return out if len(out) > 2 else []
 
 
 def seed_table(rows: list[dict]) -> list[str]:
@@ -151,6 +172,7 @@ def main():
   parser.add_argument("--collect", default="")
   parser.add_argument("--folder", default=FOLDER)
   parser.add_argument("--plot", default="")
+  parser.add_argument("--seeds", default="", help="comma-separated seeds to plot (all if empty)")
   args = parser.parse_args()
   if args.collect:
     collect(args.collect, args.folder)
@@ -159,12 +181,16 @@ def main():
   print("\n".join(per_run_table(rows)))
   print()
   print("\n".join(seed_table(rows)))
+  if labels_table(rows):
+    print()
+    print("\n".join(labels_table(rows)))
   oracle = rows[-1]["summary"]["results"]["autoencoding"]["oracle_accuracy"] if rows else None
   if oracle:
     print("\nThe oracle's held-out accuracy on real images: "
           + " / ".join(f"{oracle[f]:.2f}" for f in FACTORS))
   if args.plot:
-    plot_budget(rows, args.plot)
+    seeds = {int(x) for x in args.seeds.split(",")} if args.seeds else None
+    plot_budget([r for r in rows if seeds is None or r["seed"] in seeds], args.plot)
 
 
 if __name__ == "__main__":

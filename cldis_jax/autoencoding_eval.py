@@ -12,6 +12,11 @@ encoded to its own z_sem:
   real images, `oracle_accuracy`);
 - `inverted`: decoded from the x_T of DDIM inversion (edit.invert_steps):
   the same numbers for the reconstruction that edits start from;
+- `true_labels` (models with labelled factors of the dataset's ground truth):
+  decoded from the same fresh x_T, with each labelled factor's code the row
+  of its true value (the code a labelled training image gets) instead of the
+  classifiers' mix: whether the denoiser draws what the factor codes say,
+  apart from how well the classifiers read the image;
 - `inception` (with evaluate.fid.weights): the mean distance between the
   pool3 features of each input and of its fresh decodes;
 - `code_use`: per timestep bin, the x0-space error of the denoiser's
@@ -31,7 +36,8 @@ matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend)
 import numpy as np  # noqa: E402
 
-from cldis_jax import data, diffusion, fid, inference, models as models_lib  # noqa: E402
+from cldis_jax import (data, diffusion, fid, inference, models as models_lib,  # noqa: E402
+                       supervision)
 
 PLOT = "autoencoding_code_use.png"
 
@@ -105,6 +111,19 @@ def _reading(oracle, images, reference_index, labels) -> dict:
                         for j, f in enumerate(oracle.names)})
 
 
+_code_with_labels = jax.jit(models_lib.semantic_code, static_argnums=0)
+
+
+def _true_labels(config, source, rows) -> np.ndarray | None:
+  """(N, k) true values of the labelled factors, or None where the model has
+  none or they are not ground-truth factors of the source."""
+  factors = supervision.factors_of(config)
+  names = source.factor_names if source.factor_space is not None else ()
+  if not factors or not set(factors) <= set(names):
+    return None
+  return source.factors_of(rows)[:, [names.index(f) for f in factors]]
+
+
 def _mse(decoded, images) -> float:
   reps = len(decoded) // len(images)
   return float(np.mean(np.square(decoded - np.tile(images, (reps, 1, 1, 1)))))
@@ -120,12 +139,16 @@ def evaluate_autoencoding(config, models, params, source, oracle, out_dir: str) 
                       len(images), size)
   decode_p = diffusion.process(config.diffusion, e.decode_steps, guidance=e.guidance)
   invert_p = diffusion.process(config.diffusion, e.invert_steps)
-  fresh = []
-  for k in range(a.noises):
-    x_T = jax.random.normal(jax.random.key(config.evaluate.seed + 100 + k), images.shape)
-    fresh.append(_in_batches(lambda s, x_T=x_T: inference.decode(
-        models, decode_p, params, jnp.asarray(z_sem[s]), x_T[s]), len(images), size))
-  fresh = np.concatenate(fresh)
+
+  def from_fresh_noise(codes):
+    out = []
+    for k in range(a.noises):
+      x_T = jax.random.normal(jax.random.key(config.evaluate.seed + 100 + k), images.shape)
+      out.append(_in_batches(lambda s, x_T=x_T: inference.decode(
+          models, decode_p, params, jnp.asarray(codes[s]), x_T[s]), len(images), size))
+    return np.concatenate(out)
+
+  fresh = from_fresh_noise(z_sem)
   x_T = _in_batches(lambda s: inference.invert(models, invert_p, params, jnp.asarray(images[s]),
                                                jnp.asarray(z_sem[s])), len(images), size)
   inverted = _in_batches(lambda s: inference.decode(models, decode_p, params,
@@ -141,6 +164,13 @@ def evaluate_autoencoding(config, models, params, source, oracle, out_dir: str) 
     out["fresh"].update(_reading(oracle, fresh, reference, labels))
     out["inverted"].update(_reading(oracle, inverted, reference, labels))
     out["fresh"]["min_agreement"] = min(out["fresh"]["agreement"].values())
+    known = _true_labels(config, source, rows)
+    if known is not None:
+      coded = _in_batches(lambda s: _code_with_labels(models, params, jnp.asarray(images[s]),
+                                                      jnp.asarray(known[s])), len(images), size)
+      decoded = from_fresh_noise(coded)
+      out["true_labels"] = dict(mse=_mse(decoded, images),
+                                **_reading(oracle, decoded, reference, labels))
   why = fid.unavailable(config.evaluate.fid)
   if why is None:
     inception = fid.load_inception(config.evaluate.fid.weights)

@@ -310,12 +310,17 @@ def load_official_latent(path: str, template, prefix: str = "ema_model."):
 
 
 def check_official(config) -> None:
-  """The official Diff-AE weights predict eps: a config that reads the
-  denoiser's output as v or x0 would decode them wrongly."""
+  """The official Diff-AE weights predict eps (a config that reads the
+  denoiser's output as v or x0 would decode them wrongly) and pool the
+  encoder's last map by its mean (a flatten head has no weights there)."""
   prediction = config.diffusion.get("prediction", "eps")
   if prediction != "eps":
     raise errors.ConfigError(f"diffusion.prediction = {prediction!r}, but official Diff-AE "
                              f"checkpoints predict eps; use diffusion.prediction='eps'")
+  pool = config.model.diffae.get("enc_pool", "mean")
+  if pool != "mean":
+    raise errors.ConfigError(f"model.diffae.enc_pool = {pool!r}, but official Diff-AE "
+                             "encoders average their last map; use model.diffae.enc_pool='mean'")
 
 
 def main(argv):

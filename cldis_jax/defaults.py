@@ -36,6 +36,9 @@ def base_config() -> ml_collections.ConfigDict:
           enc_num_res_blocks=2,
           attn_resolutions=(16,),
           enc_attn_resolutions=None,  # None: same as the UNet (official)
+          # z_sem from the encoder's last feature map: "mean" (official: global
+          # average pool, 1x1 conv) or "flatten" (the whole map, dense).
+          enc_pool="mean",
           num_heads=1,
           embed_dim=512,
           z_dim=512,

@@ -15,7 +15,9 @@ from) plus a `study` section:
 Run r of variant v with seed s lives in `<workdir>/runs/<v>/seed<s>/`, a
 normal training workdir: `--mode=evaluate`, navigate and edit work on it.
 After training, the run is evaluated with the config's `evaluate` section
-(the same protocol for every run) and `result.json` is written there last;
+(the same protocol for every run; where `evaluate.every` made training
+evaluate its last step, that evaluation is kept) and `result.json` is
+written there last;
 a run with a `result.json` is finished and is skipped when the study is run
 again, one without resumes from its checkpoints. A run that raises is
 recorded (`failed.json`, with the error) and the others go on; it is tried
@@ -90,6 +92,17 @@ class Preempted(Exception):
   """Training stopped by SIGTERM: the study stops too (the run resumes next time)."""
 
 
+def _evaluated_in_training(metrics: dict, directory: str) -> dict | None:
+  """The evaluation training wrote at its last step (`evaluate.every`), of the
+  EMA weights `evaluate.run` would restore, or None: never evaluated twice."""
+  step = metrics["step"]
+  path = os.path.join(directory, "eval", str(step), "metrics.json")
+  if metrics.get("evaluation", {}).get("step") != step or not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def train_and_score(config, directory: str) -> dict:
   """Trains one run (resuming), evaluates it, returns its result record."""
   t0 = time.perf_counter()
@@ -97,7 +110,7 @@ def train_and_score(config, directory: str) -> dict:
   if metrics["status"] != "completed":
     raise Preempted(f"training in {directory} stopped at step {metrics['step']}")
   t1 = time.perf_counter()
-  summary = evaluate.run(config, directory)
+  summary = _evaluated_in_training(metrics, directory) or evaluate.run(config, directory)
   t2 = time.perf_counter()
   return dict(
       status="completed", step=summary["step"], train=metrics.get("train", {}),

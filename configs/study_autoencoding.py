@@ -43,6 +43,34 @@ VARIANTS = {
     # alone's (grad_norm_diffae in the logs: L_dt reaches the encoder); at
     # 0.02 the two losses shape the encoder about equally.
     "v_weak_dt": {"diffusion.prediction": "v", "objective.w_dt": 0.02},
+    # The quickstart's encoder pools 32 channels into the code; widths
+    # 16/32/64/128 pool 128 (a linear probe of raw pixels reads every factor,
+    # one of the quickstart's trained code reads no geometry).
+    "v_weak_dt_wide": {"diffusion.prediction": "v", "objective.w_dt": 0.02,
+                       "model.diffae.enc_channel_mult": (1, 2, 4, 8)},
+    # The same, with the encoder's last 4x4 map read whole (flatten, dense)
+    # instead of averaged: where things are reaches the code directly.
+    "v_weak_dt_wide_flatten": {"diffusion.prediction": "v", "objective.w_dt": 0.02,
+                               "model.diffae.enc_channel_mult": (1, 2, 4, 8),
+                               "model.diffae.enc_pool": "flatten"},
+    # A diagnostic, not a recipe: can the denoiser draw every factor from a
+    # code that holds it? Every image labelled with all six factors (the
+    # ZeroDIM code of configs/shapes3d_labels.py: fixed random table rows,
+    # four numbers per factor), the Diff-AE alone. Decodes from fresh noise
+    # then fail only where the denoiser cannot draw from the code (or the
+    # classifiers, whose accuracy the labels column reports, misread).
+    "v_oracle_code": {
+        "diffusion.prediction": "v",
+        "model.labels.factors": ("floor_hue", "wall_hue", "object_hue", "scale", "shape",
+                                 "orientation"),
+        "model.labels.sizes": (10, 10, 10, 8, 4, 15),
+        "model.labels.factor_dim": 4, "model.labels.residual_dim": 7,
+        "supervision.num_labelled": 480_000, "supervision.batch_size": 16,
+        "supervision.w_classify": 0.1, "supervision.table_learning_rate": 0.0,
+        "supervision.entropy_warmup_steps": 200,
+        "objective.branches": ("diffae",), "objective.controller.kind": "constant",
+        "evaluate.metrics": ("autoencoding", "labels"),
+        "evaluate.representations": ("z_sem_pca",)},
 }
 
 

@@ -29,7 +29,7 @@ def test_mpi3d_names_a_bad_variant():
 
 
 @pytest.mark.parametrize("name", ["study.py", "study_labels.py", "study_subspaces.py",
-                                  "study_copilots.py"])
+                                  "study_copilots.py", "study_autoencoding.py"])
 def test_every_study_run_has_a_valid_config(name):
   config = config_lib.load_config(config_path(name))
   runs = study.selected_runs(config)  # checks every run's config

@@ -225,11 +225,12 @@ def test_a_perfect_block_code_scores_dci_one_and_a_leaking_residual_is_caught():
 
 @pytest.mark.slow
 def test_a_tiny_labelled_run_trains_evaluates_and_edits(tmp_path):
-  from cldis_jax import api, edit, evaluate, train  # pylint: disable=g-import-not-at-top
+  from cldis_jax import (api, autoencoding_eval, edit, evaluate,  # pylint: disable=g-import-not-at-top
+                         train)
   config = _labelled_config()
   config.train.update(dict(num_steps=3, checkpoint_every=3, log_every=3))
   config.samples.every = 0
-  config.evaluate.update(dict(metrics=("labels",), labels_edit_images=2))
+  config.evaluate.update(dict(metrics=("labels", "autoencoding"), labels_edit_images=2))
   workdir = str(tmp_path / "run")
   metrics = train.train_and_evaluate(config, workdir)
   assert {"classify", "entropy", "residual_decay", "loss_diff_labelled"} <= set(
@@ -238,7 +239,13 @@ def test_a_tiny_labelled_run_trains_evaluates_and_edits(tmp_path):
   labels = summary["results"]["labels"]
   assert set(labels) == {"dci", "mig", "sap", "classifier", "residual_probe", "edit"}
   assert set(labels["classifier"]) == {"floor_hue", "object_hue", "mean"}
+  column = summary["results"]["autoencoding"]  # also decoded from the true labels' rows
+  assert set(column["true_labels"]["agreement"]) == set(column["fresh"]["agreement"])
+  assert column["true_labels"]["mse"] >= 0
   model = api.load(workdir, config)
+  rows = np.arange(5)
+  np.testing.assert_array_equal(autoencoding_eval._true_labels(config, model.source, rows),
+                                model.source.factors_of(rows)[:, [0, 2]])
   x = model.images(count=2)
   frames = model.set_factor(x, "object_hue", [0, 9])
   assert frames.shape == (2, 2, 16, 16, 3)

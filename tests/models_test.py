@@ -331,3 +331,29 @@ def test_prior_head_init_starts_every_student_at_the_prior_with_the_same_layout(
   config.model.head_init = "zeros"
   with pytest.raises(ValueError, match="model.head_init = 'zeros'; valid: random, prior"):
     models.init_params(models.build_models(config.model), jax.random.key(0))
+
+
+def test_flatten_pool_reads_the_map_whole_and_averaging_is_one_of_its_readings(
+    test_config, tiny_models, random_diffae_params):
+  """enc_pool="flatten" restated: a dense layer on the whole last feature map.
+  Its kernel copied from the official 1x1 conv, divided by the number of
+  positions, at every position gives back the mean pool exactly."""
+  config = test_config.copy_and_resolve_references()
+  config.model.diffae.enc_pool = "flatten"
+  flat = models.build_models(config.model).diffae
+  x0, _, _ = _inputs(tiny_models, batch=3)
+  encoder = dict(random_diffae_params["encoder"])
+  conv = encoder.pop("out_conv")
+  positions = (tiny_models.diffae.image_size // 2 ** (len(config.model.diffae.enc_channel_mult)
+                                                       - 1)) ** 2
+  kernel = jnp.tile(conv["kernel"][0, 0] / positions, (positions, 1))
+  as_mean = dict(random_diffae_params, encoder=dict(
+      encoder, out_dense={"kernel": kernel, "bias": conv["bias"]}))
+  encode = lambda nets, p, x: nets.apply({"params": p}, x, method="encode")
+  mean_code = encode(tiny_models.diffae, random_diffae_params, x0)
+  np.testing.assert_allclose(encode(flat, as_mean, x0), mean_code, rtol=1e-5, atol=1e-5)
+  fresh = models.abstract_params(models.build_models(config.model))["diffae"]["encoder"]
+  assert fresh["out_dense"]["kernel"].shape == kernel.shape and "out_conv" not in fresh
+  config.model.diffae.enc_pool = "max"
+  with pytest.raises(ValueError, match="model.diffae.enc_pool = 'max'; valid: mean, flatten"):
+    models.build_models(config.model)

@@ -163,6 +163,24 @@ def test_the_report_gives_mean_and_sample_std_over_seeds(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_evaluated_at_its_last_step_in_training_is_not_evaluated_again(
+    tmp_path, monkeypatch):
+  config = config_lib.load_config(_write_config(tmp_path / "study.py",
+                                                {"vae_alone": VAE_ALONE}, (0,)))
+  config.evaluate.every = config.train.num_steps
+  def evaluated_twice(*args, **kwargs):
+    raise AssertionError("evaluate.run called after training evaluated the last step")
+  monkeypatch.setattr(study.evaluate, "run", evaluated_twice)
+  study.run(config, str(tmp_path / "out"))
+  result = _result(str(tmp_path / "out"), "vae_alone", 0)
+  assert result["status"] == "completed", result
+  with open(result["evaluation"]) as f:
+    written = json.load(f)
+  assert written["step"] == result["step"] == 4
+  assert result["metrics"] == study.eval_report.headline(written)
+
+
+@pytest.mark.slow
 def test_a_killed_study_resumes_and_skips_what_finished(tmp_path):
   config_file = _write_config(tmp_path / "study.py", {"vae_alone": VAE_ALONE}, (0, 1))
   workdir = str(tmp_path / "out")

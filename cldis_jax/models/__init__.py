@@ -24,7 +24,7 @@ from cldis_jax.config_lib import check_known_keys
 from cldis_jax.models.beta_vae import BetaVAE
 from cldis_jax.models.discriminator import Discriminator
 from cldis_jax.models.diffae import DiffAE
-from cldis_jax.models.encoder import SemanticEncoder
+from cldis_jax.models.encoder import POOLS, SemanticEncoder
 from cldis_jax.models import heads
 from cldis_jax.models.heads import HEAD_INITS, DistillHead
 from cldis_jax.models.labelled import LabelledCode, residual_slice
@@ -79,6 +79,9 @@ def build_models(model_config) -> Models:
   head_init = model_config.get("head_init", "random")
   if head_init not in HEAD_INITS:
     raise errors.ConfigError(f"model.head_init = {head_init!r}; valid: {', '.join(HEAD_INITS)}")
+  enc_pool = model_config.diffae.get("enc_pool", "mean")
+  if enc_pool not in POOLS:
+    raise errors.ConfigError(f"model.diffae.enc_pool = {enc_pool!r}; valid: {', '.join(POOLS)}")
   z_dim = model_config.diffae.get("z_dim", DiffAE.z_dim)
   labels = _labelled_code(model_config.get("labels"), z_dim)
   if labels is not None and condition != "z_sem":

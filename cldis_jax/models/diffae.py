@@ -30,6 +30,9 @@ class DiffAE(nn.Module):
   attn_resolutions: Sequence[int] = (16,)
   # None: the encoder attends where the UNet does (the official setting).
   enc_attn_resolutions: Optional[Sequence[int]] = None
+  # How the encoder's last feature map becomes z_sem (encoder.POOLS); "mean":
+  # the official global average pool.
+  enc_pool: str = "mean"
   num_heads: int = 1
   embed_dim: int = 512
   z_dim: int = 512
@@ -51,7 +54,7 @@ class DiffAE(nn.Module):
         image_size=self.image_size, base_channels=self.base_channels,
         channel_mult=tuple(self.enc_channel_mult),
         num_res_blocks=self.enc_num_res_blocks, attn_resolutions=tuple(enc_attn),
-        num_heads=self.num_heads, z_dim=self.z_dim, dtype=dt)
+        num_heads=self.num_heads, z_dim=self.z_dim, pool=self.enc_pool, dtype=dt)
 
   def encode(self, x0):
     """Clean images (B, H, W, C) in [-1, 1] -> z_sem (B, z_dim)."""

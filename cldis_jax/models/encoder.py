@@ -3,17 +3,25 @@
 phizaz/diffae `BeatGANsEncoderModel` (Preechakul et al., CVPR 2022): the
 UNet's encoder half with one extra level, unconditioned single-conv ResBlocks,
 then GN -> SiLU -> global average pool -> 1x1 conv. Deterministic, unnormalised.
+
+`pool="flatten"` (ours, not the official model) reads the last feature map
+whole instead of its average: GN -> SiLU -> flatten -> dense, so that where
+things are in the image reaches the code without a feature having to learn it.
 """
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cldis_jax.models.layers import (AttentionBlock, ResBlock, Trunk, conv, down_path,
+from cldis_jax.models.layers import (AttentionBlock, ResBlock, Trunk, conv, dense, down_path,
                                      group_norm)
+
+
+POOLS = ("mean", "flatten")
 
 
 class SemanticEncoder(Trunk):
   z_dim: int = 512
+  pool: str = "mean"  # one of POOLS (module docstring)
 
   @nn.compact
   def __call__(self, x0):
@@ -42,6 +50,9 @@ class SemanticEncoder(Trunk):
     h = res(h, widths[-1], "middle_block_2")
 
     h = group_norm(h, name="out_norm", silu=True)
-    h = jnp.mean(h, axis=(1, 2), keepdims=True)
-    z = conv(h, self.z_dim, 1, name="out_conv", dtype=dt)
+    if self.pool == "flatten":
+      z = dense(h.reshape(h.shape[0], -1), self.z_dim, name="out_dense", dtype=dt)
+    else:
+      h = jnp.mean(h, axis=(1, 2), keepdims=True)
+      z = conv(h, self.z_dim, 1, name="out_conv", dtype=dt)
     return z.reshape(z.shape[0], self.z_dim).astype(jnp.float32)
