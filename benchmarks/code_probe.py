@@ -17,8 +17,9 @@ every direction that holds variance (more than 1e-8 of the largest, on the
 train codes) gets unit variance, so that a factor held in a direction of
 tiny variance is read as well as one held in the main axes (the denoiser
 reads the code through a linear layer, and gradient descent finds the main
-axes first). With --mlp the probe is a one-hidden-layer network (256 ReLU units) instead
-of a linear one, to tell a factor that is absent from one held nonlinearly.
+axes first). With --mlp the probe is a one-hidden-layer network (256 ReLU
+units) instead of a linear one, to tell a factor that is absent from one
+held nonlinearly.
 """
 
 import argparse
@@ -52,10 +53,11 @@ def main():
   parser.add_argument("--images", type=int, default=3000)
   parser.add_argument("--train", type=int, default=2000)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--pixels", action="store_true",
-                      help="probe the images' raw pixels instead of z_sem")
-  parser.add_argument("--untrained", action="store_true",
-                      help="probe the code of a freshly initialised encoder instead")
+  what = parser.add_mutually_exclusive_group()
+  what.add_argument("--pixels", action="store_true",
+                    help="probe the images' raw pixels instead of z_sem")
+  what.add_argument("--untrained", action="store_true",
+                    help="probe the code of a freshly initialised encoder instead")
   parser.add_argument("--whiten", action="store_true",
                       help="PCA-whiten the codes instead of z-scoring each dimension")
   parser.add_argument("--mlp", action="store_true",
