@@ -181,9 +181,10 @@ def main():
   print("\n".join(per_run_table(rows)))
   print()
   print("\n".join(seed_table(rows)))
-  if labels_table(rows):
+  labelled = labels_table(rows)
+  if labelled:
     print()
-    print("\n".join(labels_table(rows)))
+    print("\n".join(labelled))
   oracle = rows[-1]["summary"]["results"]["autoencoding"]["oracle_accuracy"] if rows else None
   if oracle:
     print("\nThe oracle's held-out accuracy on real images: "

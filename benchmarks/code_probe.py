@@ -53,11 +53,11 @@ def main():
   parser.add_argument("--images", type=int, default=3000)
   parser.add_argument("--train", type=int, default=2000)
   parser.add_argument("--seed", type=int, default=0)
-  what = parser.add_mutually_exclusive_group()
-  what.add_argument("--pixels", action="store_true",
-                    help="probe the images' raw pixels instead of z_sem")
-  what.add_argument("--untrained", action="store_true",
-                    help="probe the code of a freshly initialised encoder instead")
+  probed = parser.add_mutually_exclusive_group()
+  probed.add_argument("--pixels", action="store_true",
+                      help="probe the images' raw pixels instead of z_sem")
+  probed.add_argument("--untrained", action="store_true",
+                      help="probe the code of a freshly initialised encoder instead")
   parser.add_argument("--whiten", action="store_true",
                       help="PCA-whiten the codes instead of z-scoring each dimension")
   parser.add_argument("--mlp", action="store_true",

@@ -17,6 +17,8 @@ import os
 
 from cldis_jax.config_lib import load_config, nested
 
+V_WEAK_DT = {"diffusion.prediction": "v", "objective.w_dt": 0.02}
+
 VARIANTS = {
     # Diff-AE's recipe (the quickstart's today): eps, its plain MSE, t uniform.
     "eps": {},
@@ -42,16 +44,14 @@ VARIANTS = {
     # At w_dt = 1 the Diff-AE's gradient norm is about 140x the Diff-AE
     # alone's (grad_norm_diffae in the logs: L_dt reaches the encoder); at
     # 0.02 the two losses shape the encoder about equally.
-    "v_weak_dt": {"diffusion.prediction": "v", "objective.w_dt": 0.02},
+    "v_weak_dt": V_WEAK_DT,
     # The quickstart's encoder pools 32 channels into the code; widths
     # 16/32/64/128 pool 128 (a linear probe of raw pixels reads every factor,
     # one of the quickstart's trained code reads no geometry).
-    "v_weak_dt_wide": {"diffusion.prediction": "v", "objective.w_dt": 0.02,
-                       "model.diffae.enc_channel_mult": (1, 2, 4, 8)},
+    "v_weak_dt_wide": {**V_WEAK_DT, "model.diffae.enc_channel_mult": (1, 2, 4, 8)},
     # The same, with the encoder's last 4x4 map read whole (flatten, dense)
     # instead of averaged: where things are reaches the code directly.
-    "v_weak_dt_wide_flatten": {"diffusion.prediction": "v", "objective.w_dt": 0.02,
-                               "model.diffae.enc_channel_mult": (1, 2, 4, 8),
+    "v_weak_dt_wide_flatten": {**V_WEAK_DT, "model.diffae.enc_channel_mult": (1, 2, 4, 8),
                                "model.diffae.enc_pool": "flatten"},
     # A diagnostic, not a recipe: can the denoiser draw every factor from a
     # code that holds it? Every image labelled with all six factors (the
