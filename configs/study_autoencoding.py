@@ -53,6 +53,9 @@ VARIANTS = {
     # instead of averaged: where things are reaches the code directly.
     "v_weak_dt_wide_flatten": {**V_WEAK_DT, "model.diffae.enc_channel_mult": (1, 2, 4, 8),
                                "model.diffae.enc_pool": "flatten"},
+    # The flatten head on the quickstart's narrow encoder (a 4x4x32 map): is
+    # the width needed, or only the reading of where things are?
+    "v_weak_dt_flatten": {**V_WEAK_DT, "model.diffae.enc_pool": "flatten"},
     # A diagnostic, not a recipe: can the denoiser draw every factor from a
     # code that holds it? Every image labelled with all six factors (the
     # ZeroDIM code of configs/shapes3d_labels.py: fixed random table rows,
