@@ -7,6 +7,7 @@ the evaluation that ended the run).
   python benchmarks/autoencoding_table.py                           # print the tables
   python benchmarks/autoencoding_table.py --plot OUT.png            # and draw the budget curve
   python benchmarks/autoencoding_table.py --plot OUT.png --seeds 0  # of seed 0's runs only
+  python benchmarks/autoencoding_table.py --plot OUT.png --variants v_weak_dt_wide_flatten
 
 A file is named <variant>_seed<seed>_<step>.json. A run trained with
 `--config.evaluate.every=N` has an evaluation every N steps, which is what
@@ -173,6 +174,8 @@ def main():
   parser.add_argument("--folder", default=FOLDER)
   parser.add_argument("--plot", default="")
   parser.add_argument("--seeds", default="", help="comma-separated seeds to plot (all if empty)")
+  parser.add_argument("--variants", default="",
+                      help="comma-separated variants to plot (all if empty)")
   args = parser.parse_args()
   if args.collect:
     collect(args.collect, args.folder)
@@ -191,7 +194,9 @@ def main():
           + " / ".join(f"{oracle[f]:.2f}" for f in FACTORS))
   if args.plot:
     seeds = {int(x) for x in args.seeds.split(",")} if args.seeds else None
-    plot_budget([r for r in rows if seeds is None or r["seed"] in seeds], args.plot)
+    variants = set(args.variants.split(",")) if args.variants else None
+    plot_budget([r for r in rows if (seeds is None or r["seed"] in seeds)
+                 and (variants is None or r["variant"] in variants)], args.plot)
 
 
 if __name__ == "__main__":
