@@ -18,6 +18,8 @@ import os
 from cldis_jax.config_lib import load_config, nested
 
 V_WEAK_DT = {"diffusion.prediction": "v", "objective.w_dt": 0.02}
+WIDE = {**V_WEAK_DT, "model.diffae.enc_channel_mult": (1, 2, 4, 8)}
+WIDE_FLATTEN = {**WIDE, "model.diffae.enc_pool": "flatten"}
 
 VARIANTS = {
     # Diff-AE's recipe (the quickstart's today): eps, its plain MSE, t uniform.
@@ -48,11 +50,13 @@ VARIANTS = {
     # The quickstart's encoder pools 32 channels into the code; widths
     # 16/32/64/128 pool 128 (a linear probe of raw pixels reads every factor,
     # one of the quickstart's trained code reads no geometry).
-    "v_weak_dt_wide": {**V_WEAK_DT, "model.diffae.enc_channel_mult": (1, 2, 4, 8)},
+    "v_weak_dt_wide": WIDE,
     # The same, with the encoder's last 4x4 map read whole (flatten, dense)
     # instead of averaged: where things are reaches the code directly.
-    "v_weak_dt_wide_flatten": {**V_WEAK_DT, "model.diffae.enc_channel_mult": (1, 2, 4, 8),
-                               "model.diffae.enc_pool": "flatten"},
+    "v_weak_dt_wide_flatten": WIDE_FLATTEN,
+    # The flatten head at twice the quickstart's learning rate (all branches):
+    # does the decoder learn to read the code faster?
+    "v_weak_dt_wide_flatten_lr1e3": {**WIDE_FLATTEN, "optim.learning_rate": 1e-3},
     # The flatten head on the quickstart's narrow encoder (a 4x4x32 map): is
     # the width needed, or only the reading of where things are?
     "v_weak_dt_flatten": {**V_WEAK_DT, "model.diffae.enc_pool": "flatten"},
