@@ -160,8 +160,8 @@ def plot_budget(rows: list[dict], out: str) -> None:
       ax.plot(steps, [r["numbers"][f"fresh_{f}"] for r in rs], marker="o", label=f)
     ax.axhline(0.95, color="k", ls="--", lw=0.8)
     ax.axhline(0.90, color="grey", ls=":", lw=0.8)
-    ax.set(title=f"{variant}, seed {seed}: decodes from fresh noise", xlabel="training steps",
-           ylabel="oracle agrees with the input", ylim=(0, 1.02))
+    ax.set(title=f"{variant}, seed {seed}", xlabel="training steps",
+           ylabel="fresh-noise decodes read as the input", ylim=(0, 1.02))
     ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(out, dpi=100)
