@@ -25,10 +25,6 @@ import numpy as np
 from cldis_jax import autoencoding_eval, data, diffusion, evaluate, inference, trained
 
 
-def _in_batches(fn, n, size=128):
-  return np.concatenate([np.asarray(fn(slice(i, i + size))) for i in range(0, n, size)])
-
-
 def class_distance(a: np.ndarray, b: np.ndarray, classes: int, circular: bool) -> np.ndarray:
   d = np.abs(a - b)
   return np.minimum(d, classes - d) if circular else d
@@ -43,13 +39,14 @@ def main():
   config, source = run.config, run.source
   oracle = evaluate._train_probe(config, source)  # pylint: disable=protected-access
   images = data.images_at(source, autoencoding_eval.rows_of(config, source))
-  n = len(images)
-  z_sem = _in_batches(lambda s: inference.encode(run.models, run.params, jnp.asarray(images[s])),
-                      n)
+  n, size = len(images), config.evaluate.encode_batch
+  z_sem = autoencoding_eval.in_batches(
+      lambda s: inference.encode(run.models, run.params, jnp.asarray(images[s])), n, size)
   process = diffusion.process(config.diffusion, config.edit.decode_steps)
   x_T = jax.random.normal(jax.random.key(args.seed), images.shape)
-  decoded = _in_batches(lambda s: inference.decode(run.models, process, run.params,
-                                                   jnp.asarray(z_sem[s]), x_T[s]), n)
+  decoded = autoencoding_eval.in_batches(
+      lambda s: inference.decode(run.models, process, run.params, jnp.asarray(z_sem[s]), x_T[s]),
+      n, size)
   want, got = oracle.read(images)["index"], oracle.read(decoded)["index"]
   print(f"step {run.step}, {n} images, one fresh noise each")
   for j, name in enumerate(oracle.names):

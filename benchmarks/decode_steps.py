@@ -23,13 +23,13 @@ def main():
   parser.add_argument("workdir")
   parser.add_argument("steps", type=int, nargs="+", help="DDIM decode step counts")
   args = parser.parse_args()
+  run = trained.load(args.workdir)
   for steps in args.steps:
     config = checkpoint.stored_config(args.workdir)
     config.edit.decode_steps = steps
     config.evaluate.metrics = ("autoencoding",)
-    run = trained.load(args.workdir, config)
     out = os.path.join(args.workdir, f"eval_decode{steps}")
-    evaluate.evaluate_params(run.config, run.models, run.params, run.source, out, run.step)
+    evaluate.evaluate_params(config, run.models, run.params, run.source, out, run.step)
     with open(os.path.join(out, "metrics.json")) as f:
       fresh = json.load(f)["results"]["autoencoding"]["fresh"]
     print(f"step {run.step}, {steps} decode steps: "

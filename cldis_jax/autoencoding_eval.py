@@ -96,7 +96,8 @@ def plot_code_use(curve: dict, path: str) -> str:
   return path
 
 
-def _in_batches(fn, n: int, size: int):
+def in_batches(fn, n: int, size: int):
+  """fn(slice) over [0, n) in slices of `size`, concatenated on the host."""
   parts = [fn(slice(i, i + size)) for i in range(0, n, size)]
   return np.concatenate([np.asarray(p) for p in parts])
 
@@ -135,7 +136,7 @@ def evaluate_autoencoding(config, models, params, source, oracle, out_dir: str) 
   rows = rows_of(config, source)
   images = data.images_at(source, rows)
   size = config.evaluate.encode_batch
-  z_sem = _in_batches(lambda s: inference.encode(models, params, jnp.asarray(images[s])),
+  z_sem = in_batches(lambda s: inference.encode(models, params, jnp.asarray(images[s])),
                       len(images), size)
   decode_p = diffusion.process(config.diffusion, e.decode_steps, guidance=e.guidance)
   invert_p = diffusion.process(config.diffusion, e.invert_steps)
@@ -144,14 +145,14 @@ def evaluate_autoencoding(config, models, params, source, oracle, out_dir: str) 
     out = []
     for k in range(a.noises):
       x_T = jax.random.normal(jax.random.key(config.evaluate.seed + 100 + k), images.shape)
-      out.append(_in_batches(lambda s, x_T=x_T: inference.decode(
+      out.append(in_batches(lambda s, x_T=x_T: inference.decode(
           models, decode_p, params, jnp.asarray(codes[s]), x_T[s]), len(images), size))
     return np.concatenate(out)
 
   fresh = from_fresh_noise(z_sem)
-  x_T = _in_batches(lambda s: inference.invert(models, invert_p, params, jnp.asarray(images[s]),
+  x_T = in_batches(lambda s: inference.invert(models, invert_p, params, jnp.asarray(images[s]),
                                                jnp.asarray(z_sem[s])), len(images), size)
-  inverted = _in_batches(lambda s: inference.decode(models, decode_p, params,
+  inverted = in_batches(lambda s: inference.decode(models, decode_p, params,
                                                     jnp.asarray(z_sem[s]), x_T[s]),
                          len(images), size)
   out = dict(images=len(rows), noises=a.noises, decode_steps=e.decode_steps,
@@ -166,7 +167,7 @@ def evaluate_autoencoding(config, models, params, source, oracle, out_dir: str) 
     out["fresh"]["min_agreement"] = min(out["fresh"]["agreement"].values())
     known = _true_labels(config, source, rows)
     if known is not None:
-      coded = _in_batches(lambda s: _code_with_labels(models, params, jnp.asarray(images[s]),
+      coded = in_batches(lambda s: _code_with_labels(models, params, jnp.asarray(images[s]),
                                                       jnp.asarray(known[s])), len(images), size)
       decoded = from_fresh_noise(coded)
       out["true_labels"] = dict(mse=_mse(decoded, images),
