@@ -20,6 +20,7 @@ from cldis_jax.config_lib import load_config, nested
 V_WEAK_DT = {"diffusion.prediction": "v", "objective.w_dt": 0.02}
 WIDE = {**V_WEAK_DT, "model.diffae.enc_channel_mult": (1, 2, 4, 8)}
 WIDE_FLATTEN = {**WIDE, "model.diffae.enc_pool": "flatten"}
+FLATTEN = {**V_WEAK_DT, "model.diffae.enc_pool": "flatten"}
 
 VARIANTS = {
     # Diff-AE's recipe (the quickstart's today): eps, its plain MSE, t uniform.
@@ -54,12 +55,16 @@ VARIANTS = {
     # The same, with the encoder's last 4x4 map read whole (flatten, dense)
     # instead of averaged: where things are reaches the code directly.
     "v_weak_dt_wide_flatten": WIDE_FLATTEN,
-    # The flatten head at twice the quickstart's learning rate (all branches):
-    # does the decoder learn to read the code faster?
-    "v_weak_dt_wide_flatten_lr1e3": {**WIDE_FLATTEN, "optim.learning_rate": 1e-3},
     # The flatten head on the quickstart's narrow encoder (a 4x4x32 map): is
     # the width needed, or only the reading of where things are?
-    "v_weak_dt_flatten": {**V_WEAK_DT, "model.diffae.enc_pool": "flatten"},
+    "v_weak_dt_flatten": FLATTEN,
+    # The same at twice the quickstart's learning rate (all branches): does
+    # the decoder learn to read the code faster?
+    "v_weak_dt_flatten_lr1e3": {**FLATTEN, "optim.learning_rate": 1e-3},
+    # The same with a null code for a tenth of the images, so that decodes can
+    # be guided (--config.edit.guidance=W at evaluation): does guidance pin
+    # the near-miss hues and sizes once the code holds them?
+    "v_weak_dt_flatten_dropout": {**FLATTEN, "objective.code_dropout": 0.1},
     # A diagnostic, not a recipe: can the denoiser draw every factor from a
     # code that holds it? Every image labelled with all six factors (the
     # ZeroDIM code of configs/shapes3d_labels.py: fixed random table rows,
