@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 
-from cldis_jax import checkpoint, evaluate, trained
+from cldis_jax import evaluate, trained
 
 
 def main():
@@ -24,10 +24,10 @@ def main():
   parser.add_argument("steps", type=int, nargs="+", help="DDIM decode step counts")
   args = parser.parse_args()
   run = trained.load(args.workdir)
+  config = run.config  # the stored config; only the decode step count changes per count
+  config.evaluate.metrics = ("autoencoding",)
   for steps in args.steps:
-    config = checkpoint.stored_config(args.workdir)
     config.edit.decode_steps = steps
-    config.evaluate.metrics = ("autoencoding",)
     out = os.path.join(args.workdir, f"eval_decode{steps}")
     evaluate.evaluate_params(config, run.models, run.params, run.source, out, run.step)
     with open(os.path.join(out, "metrics.json")) as f:

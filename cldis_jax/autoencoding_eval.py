@@ -137,7 +137,7 @@ def evaluate_autoencoding(config, models, params, source, oracle, out_dir: str) 
   images = data.images_at(source, rows)
   size = config.evaluate.encode_batch
   z_sem = in_batches(lambda s: inference.encode(models, params, jnp.asarray(images[s])),
-                      len(images), size)
+                     len(images), size)
   decode_p = diffusion.process(config.diffusion, e.decode_steps, guidance=e.guidance)
   invert_p = diffusion.process(config.diffusion, e.invert_steps)
 
@@ -151,10 +151,10 @@ def evaluate_autoencoding(config, models, params, source, oracle, out_dir: str) 
 
   fresh = from_fresh_noise(z_sem)
   x_T = in_batches(lambda s: inference.invert(models, invert_p, params, jnp.asarray(images[s]),
-                                               jnp.asarray(z_sem[s])), len(images), size)
+                                              jnp.asarray(z_sem[s])), len(images), size)
   inverted = in_batches(lambda s: inference.decode(models, decode_p, params,
-                                                    jnp.asarray(z_sem[s]), x_T[s]),
-                         len(images), size)
+                                                   jnp.asarray(z_sem[s]), x_T[s]),
+                        len(images), size)
   out = dict(images=len(rows), noises=a.noises, decode_steps=e.decode_steps,
              invert_steps=e.invert_steps, guidance=e.guidance,
              fresh=dict(mse=_mse(fresh, images)), inverted=dict(mse=_mse(inverted, images)))
@@ -168,7 +168,7 @@ def evaluate_autoencoding(config, models, params, source, oracle, out_dir: str) 
     known = _true_labels(config, source, rows)
     if known is not None:
       coded = in_batches(lambda s: _code_with_labels(models, params, jnp.asarray(images[s]),
-                                                      jnp.asarray(known[s])), len(images), size)
+                                                     jnp.asarray(known[s])), len(images), size)
       decoded = from_fresh_noise(coded)
       out["true_labels"] = dict(mse=_mse(decoded, images),
                                 **_reading(oracle, decoded, reference, labels))
