@@ -6,12 +6,14 @@ CHECKS raises `errors.ConfigError` naming the bad value and what is valid; a
 new capability adds its config check here."""
 
 from cldis_jax import (config_lib, diffusion_loss, inference, latent, objective, subspaces,
-                       supervision)
+                       supervision, train_step)
 
 
 CHECKS = (
     ("keys, sizes and cadences", config_lib.check_config),
     ("diffusion loss", diffusion_loss.check),
+    ("learning-rate schedule", lambda c: train_step.learning_rate_schedule(c.optim,
+                                                                           c.train.num_steps)),
     ("code and skip dropout, guidance", inference.check_dropout_and_guidance),
     ("objective and co-pilot", lambda c: objective.check_objective(c.objective,
                                                                    c.model.copilot)),

@@ -120,13 +120,17 @@ def training_changes(stored, current) -> list[str]:
   """"key: old -> new" for every key outside RESUMABLE_KEYS whose value in
   `current` differs from `stored` (the config a checkpoint was trained with).
   A key that one of them lacks counts at its default: a key added since the
-  checkpoint was written changes nothing while it keeps its default."""
+  checkpoint was written changes nothing while it keeps its default. Under a
+  cosine learning rate, which decays to 0 at train.num_steps, the number of
+  steps is trained too."""
   old, new = flatten(stored.to_dict()), flatten(current.to_dict())
   missing = object()
   defaults = flatten(base_config().to_dict())
+  decays = old.get("optim.schedule") == "cosine"
   out = []
   for key in sorted(set(old) | set(new)):
-    if key.startswith(RESUMABLE_KEYS) or key in RESUMABLE_KEYS:
+    resumable = key.startswith(RESUMABLE_KEYS) or key in RESUMABLE_KEYS
+    if resumable and not (decays and key == "train.num_steps"):
       continue
     a, b = old.get(key, missing), new.get(key, missing)
     default = defaults.get(key, missing)

@@ -98,6 +98,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-4,
       warmup_steps=0,
+      schedule="constant",  # after the warm-up: "constant", or "cosine" to 0 at train.num_steps
       grad_clip_norm=1.0,
       weight_decay=0.0,
       b1=0.9,

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cldis_jax import (beta_controller, copilots, diffusion, diffusion_loss, memo,
+from cldis_jax import (beta_controller, copilots, diffusion, diffusion_loss, errors, memo,
                        models as models_lib, objective, parallel, subspaces, supervision)
 
 BRANCHES = ("diffae", "vae", "head")
@@ -35,10 +35,24 @@ class TrainState(flax.struct.PyTreeNode):
   controller: beta_controller.ControllerState
 
 
-def learning_rate_schedule(optim):
-  if optim.warmup_steps <= 0:
+SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_schedule(optim, num_steps: int):
+  """A linear warm-up over optim.warmup_steps, then optim.learning_rate held
+  ("constant") or decayed along a half cosine to 0 at step `num_steps`
+  ("cosine"; the run's train.num_steps)."""
+  if optim.schedule not in SCHEDULES:
+    raise errors.ConfigError(f"optim.schedule = {optim.schedule!r}; valid: {', '.join(SCHEDULES)}")
+  warmup = max(optim.warmup_steps, 0)
+  if optim.schedule == "cosine":
+    if num_steps <= warmup:
+      raise errors.ConfigError(f"optim.schedule = 'cosine' needs train.num_steps = {num_steps} "
+                               f"above optim.warmup_steps = {optim.warmup_steps}")
+    return optax.warmup_cosine_decay_schedule(0.0, optim.learning_rate, warmup, num_steps)
+  if warmup == 0:
     return optax.constant_schedule(optim.learning_rate)
-  return optax.linear_schedule(0.0, optim.learning_rate, optim.warmup_steps)
+  return optax.linear_schedule(0.0, optim.learning_rate, warmup)
 
 
 def branches_of(config) -> tuple[str, ...]:
@@ -64,16 +78,17 @@ def _is_table(path, _) -> str:
   return "tables" if keys[0] == "labels" and str(keys[-1]).startswith("table_") else "net"
 
 
-def make_optimizer(optim, branches=BRANCHES, table_learning_rate: float | None = None,
+def make_optimizer(optim, num_steps: int, branches=BRANCHES,
+                   table_learning_rate: float | None = None,
                    discriminator_optim=None) -> optax.GradientTransformation:
-  """Per-branch clipping, then Adam(W) with a linear learning-rate warm-up.
+  """Per-branch clipping, then Adam(W) on `learning_rate_schedule`.
 
   With `table_learning_rate`, the labelled factors' embedding tables take
   their own Adam at that rate (the same warm-up), or stay at their initial
   values when it is 0. With `discriminator_optim`, FactorVAE's discriminator
   takes its own plain Adam (no clipping, no warm-up, as the library's).
   """
-  main = _main_optimizer(optim, branches, table_learning_rate)
+  main = _main_optimizer(optim, num_steps, branches, table_learning_rate)
   if discriminator_optim is None:
     return main
   d = discriminator_optim
@@ -82,12 +97,12 @@ def make_optimizer(optim, branches=BRANCHES, table_learning_rate: float | None =
       lambda params: {k: "discriminator" if k == "discriminator" else "main" for k in params})
 
 
-def _main_optimizer(optim, branches, table_learning_rate):
+def _main_optimizer(optim, num_steps, branches, table_learning_rate):
   def adamw(rate):
     return optax.adamw(rate, b1=optim.b1, b2=optim.b2, eps=optim.eps,
                        weight_decay=optim.weight_decay)
 
-  schedule = learning_rate_schedule(optim)
+  schedule = learning_rate_schedule(optim, num_steps)
   adam = adamw(schedule)
   if table_learning_rate is not None:
     ratio = table_learning_rate / optim.learning_rate
@@ -105,7 +120,8 @@ def optimizer_of(config) -> optax.GradientTransformation:
   tables = config.supervision.table_learning_rate if supervision.enabled(config) else None
   discriminator = (config.objective.copilot.discriminator_optim
                    if copilots.has_discriminator(config.model.copilot) else None)
-  return make_optimizer(config.optim, branches_of(config), tables, discriminator)
+  return make_optimizer(config.optim, config.train.num_steps, branches_of(config), tables,
+                        discriminator)
 
 
 def controller_of(config):
@@ -178,7 +194,7 @@ def make_train_step(config, models, mesh):
   """
   process = diffusion.process(config.diffusion)
   tx = optimizer_of(config)
-  schedule = learning_rate_schedule(config.optim)
+  schedule = learning_rate_schedule(config.optim, config.train.num_steps)
   ema_decay = config.optim.ema_decay
   obj = config.objective
   controller_config = controller_of(config)

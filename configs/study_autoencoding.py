@@ -65,6 +65,14 @@ VARIANTS = {
     # be guided (--config.edit.guidance=W at evaluation): does guidance pin
     # the near-miss hues and sizes once the code holds them?
     "v_weak_dt_flatten_dropout": {**FLATTEN, "objective.code_dropout": 0.1},
+    # The same with half the timesteps drawn from t >= 700, where the hue must
+    # come from the code: now that the code is read, does more training there
+    # pin the near-miss hues and sizes?
+    "v_weak_dt_flatten_high": {**FLATTEN, "diffusion.timesteps": "high"},
+    # The same with the learning rate decayed along a cosine to 0 at the last
+    # step: twice the rate hurt by 4,000 steps; is the steady rate's noise
+    # what keeps the hues one class off?
+    "v_weak_dt_flatten_cosine": {**FLATTEN, "optim.schedule": "cosine"},
     # A diagnostic, not a recipe: can the denoiser draw every factor from a
     # code that holds it? Every image labelled with all six factors (the
     # ZeroDIM code of configs/shapes3d_labels.py: fixed random table rows,

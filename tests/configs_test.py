@@ -48,6 +48,7 @@ def test_a_copilot_preset_off_the_librarys_grid_is_refused_naming_the_valid_ones
 # One bad value per section that checks.CHECKS covers, and what it must name.
 _BAD_VALUES = [
     ("train.batch_size", 0, r"train.batch_size = 0"),
+    ("optim.schedule", "step", r"optim.schedule = 'step'; valid: constant, cosine"),
     ("objective.branches", ("vae", "unet"), r"objective.branches"),
     ("model.copilot", "vq_vae", r"model.copilot = 'vq_vae' is not a co-pilot"),
     ("supervision.w_classify", -1.0, r"supervision.w_classify = -1.0"),

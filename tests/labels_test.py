@@ -78,7 +78,7 @@ def test_the_tables_take_their_own_learning_rate(code_module):
   tree = {"labels": params, "diffae": {"w": jnp.ones(3)}}
   grads = jax.tree.map(lambda p: jnp.full_like(p, 0.3), tree)
   for table_rate in (1e-2, 0.0):  # 0: the tables stay as they are
-    tx = train_step.make_optimizer(optim, table_learning_rate=table_rate)
+    tx = train_step.make_optimizer(optim, 100, table_learning_rate=table_rate)
     updates, _ = tx.update(grads, tx.init(tree), tree)
     for name, u in jax.tree_util.tree_leaves_with_path(updates):
       rate = table_rate if "table_" in jax.tree_util.keystr(name) else 1e-4

@@ -17,7 +17,7 @@ import pytest
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto import event_pb2
 
-from cldis_jax import checkpoint, config_lib, train
+from cldis_jax import checkpoint, config_lib, errors, train, train_step
 from conftest import config_path, subprocess_env
 
 
@@ -120,6 +120,30 @@ def test_unknown_config_keys_are_named_with_suggestions(tmp_path):
   with pytest.raises(ValueError, match=r"config.train.batchsize \(did you mean batch_size"):
     train.train_and_evaluate(config, str(tmp_path))
   assert not os.listdir(tmp_path)
+
+
+def test_learning_rate_schedules_follow_their_formulas():
+  optim = _config().optim
+  optim.update(dict(learning_rate=1e-3, warmup_steps=100))
+  constant = train_step.learning_rate_schedule(optim, 1000)
+  optim.schedule = "cosine"
+  cosine = train_step.learning_rate_schedule(optim, 1000)
+  for step in (0, 50, 100, 300, 550, 999, 1000, 2000):
+    warm = 1e-3 * min(step, 100) / 100
+    progress = min(max(step - 100, 0), 900) / 900
+    np.testing.assert_allclose(constant(step), warm if step < 100 else 1e-3, rtol=1e-5)
+    expected = warm if step < 100 else 1e-3 * 0.5 * (1 + np.cos(np.pi * progress))
+    np.testing.assert_allclose(cosine(step), expected, rtol=1e-5, atol=1e-10)
+
+
+@pytest.mark.parametrize("schedule, num_steps, message", [
+    ("linear", 1000, r"optim.schedule = 'linear'; valid: constant, cosine"),
+    ("cosine", 100, r"train.num_steps = 100 above optim.warmup_steps = 100")])
+def test_a_bad_schedule_is_named(schedule, num_steps, message):
+  optim = _config().optim
+  optim.update(dict(schedule=schedule, warmup_steps=100))
+  with pytest.raises(errors.ConfigError, match=message):
+    train_step.learning_rate_schedule(optim, num_steps)
 
 
 @pytest.mark.slow

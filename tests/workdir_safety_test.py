@@ -312,6 +312,15 @@ def test_training_changes_name_what_is_trained_and_pass_the_schedule():
       "train.batch_size: 4 -> 8"]
 
 
+def test_under_a_cosine_learning_rate_the_number_of_steps_is_trained():
+  old = _config()
+  old.optim.schedule = "cosine"
+  new = old.copy_and_resolve_references()
+  new.train.update(num_steps=old.train.num_steps * 2, log_every=3)
+  assert config_lib.training_changes(old, new) == [
+      f"train.num_steps: {old.train.num_steps} -> {new.train.num_steps}"]
+
+
 def test_a_key_added_since_the_checkpoint_counts_only_when_it_leaves_its_default():
   new = _config()
   old = new.copy_and_resolve_references()
