@@ -311,8 +311,9 @@ def load_official_latent(path: str, template, prefix: str = "ema_model."):
 
 def check_official(config) -> None:
   """The official Diff-AE weights predict eps (a config that reads the
-  denoiser's output as v or x0 would decode them wrongly) and pool the
-  encoder's last map by its mean (a flatten head has no weights there)."""
+  denoiser's output as v or x0 would decode them wrongly), pool the
+  encoder's last map by its mean (a flatten head has no weights there) and
+  only scale by the code (a shift would have none either)."""
   prediction = config.diffusion.get("prediction", "eps")
   if prediction != "eps":
     raise errors.ConfigError(f"diffusion.prediction = {prediction!r}, but official Diff-AE "
@@ -321,6 +322,9 @@ def check_official(config) -> None:
   if pool != "mean":
     raise errors.ConfigError(f"model.diffae.enc_pool = {pool!r}, but official Diff-AE "
                              "encoders average their last map; use model.diffae.enc_pool='mean'")
+  if config.model.diffae.get("cond_shift", False):
+    raise errors.ConfigError("model.diffae.cond_shift = True, but official Diff-AE blocks only "
+                             "scale by the code; use model.diffae.cond_shift=False")
 
 
 def main(argv):

@@ -46,6 +46,9 @@ def base_config() -> ml_collections.ConfigDict:
           # The share of skip connections zeroed per image in training, so
           # that the decoder must read the code (models/unet.py). 0: official.
           skip_dropout=0.0,
+          # Each UNet block adds a shift read from z_sem to its scale
+          # (FiLM), a direct path for what the code says. False: official.
+          cond_shift=False,
       ),
       vae=dict(  # Burgess et al. (2018) conv beta-VAE
           hidden_channels=32,

@@ -73,6 +73,11 @@ VARIANTS = {
     # step: twice the rate hurt by 4,000 steps; is the steady rate's noise
     # what keeps the hues one class off?
     "v_weak_dt_flatten_cosine": {**FLATTEN, "optim.schedule": "cosine"},
+    # The same with a shift read from the code in every UNet block besides
+    # Diff-AE's scale (FiLM): the blocks' group norms take each channel's mean
+    # out, and the scale alone can put a hue back only through the time
+    # embedding's shift. A direct path for what the code says?
+    "v_weak_dt_flatten_film": {**FLATTEN, "model.diffae.cond_shift": True},
     # A diagnostic, not a recipe: can the denoiser draw every factor from a
     # code that holds it? Every image labelled with all six factors (the
     # ZeroDIM code of configs/shapes3d_labels.py: fixed random table rows,

@@ -199,7 +199,7 @@ def test_a_bad_recipe_is_named_with_what_is_valid(override, message):
     checks.check(config)
 
 
-def test_importing_official_weights_under_another_prediction_or_pool_is_refused():
+def test_importing_official_weights_under_another_prediction_pool_or_shift_is_refused():
   from cldis_jax import convert  # pylint: disable=g-import-not-at-top
   config = config_lib.load_config(config_path("test.py"))
   convert.check_official(config)
@@ -209,6 +209,9 @@ def test_importing_official_weights_under_another_prediction_or_pool_is_refused(
   config.diffusion.prediction = "eps"
   config.model.diffae.enc_pool = "flatten"
   with pytest.raises(errors.ConfigError, match="enc_pool = 'flatten', but official"):
+    convert.check_official(config)
+  config.model.diffae.update(enc_pool="mean", cond_shift=True)
+  with pytest.raises(errors.ConfigError, match="cond_shift = True, but official"):
     convert.check_official(config)
 
 

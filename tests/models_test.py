@@ -193,8 +193,9 @@ def _silu(x):
   return x / (1 + np.exp(-x))
 
 
-def test_res_block_matches_the_spec_formula():
-  block = layers.ResBlock(16, dropout=0.0)
+@pytest.mark.parametrize("cond_shift", [False, True])  # True: FiLM, + z_shift after the scale
+def test_res_block_matches_the_spec_formula(cond_shift):
+  block = layers.ResBlock(16, dropout=0.0, cond_shift=cond_shift)
   x = np.random.RandomState(0).randn(2, 4, 4, 8).astype(np.float32)
   emb = np.random.RandomState(1).randn(2, 12).astype(np.float32)
   z = np.random.RandomState(2).randn(2, 10).astype(np.float32)
@@ -210,10 +211,11 @@ def test_res_block_matches_the_spec_formula():
   h = _np_conv3x3(h, p["in_conv"]["kernel"], p["in_conv"]["bias"])
   ts_tb = _silu(emb) @ p["emb_proj"]["kernel"] + p["emb_proj"]["bias"]
   t_scale, t_shift = ts_tb[:, None, None, :16], ts_tb[:, None, None, 16:]
-  z_scale = (_silu(z) @ p["cond_proj"]["kernel"] + p["cond_proj"]["bias"])[:, None, None]
+  zs_zb = (_silu(z) @ p["cond_proj"]["kernel"] + p["cond_proj"]["bias"])[:, None, None]
+  z_scale, z_shift = (zs_zb[..., :16], zs_zb[..., 16:]) if cond_shift else (zs_zb, 0.0)
   h = _np_group_norm(h, p["out_norm"]["scale"], p["out_norm"]["bias"], 16)
   h = h * (1 + t_scale) + t_shift
-  h = h * (1 + z_scale)
+  h = h * (1 + z_scale) + z_shift
   h = _np_conv3x3(_silu(h), p["out_conv"]["kernel"], p["out_conv"]["bias"])
   skip = x @ p["skip"]["kernel"][0, 0] + p["skip"]["bias"]
   np.testing.assert_allclose(out, skip + h, rtol=1e-4, atol=1e-4)

@@ -38,6 +38,7 @@ class DiffAE(nn.Module):
   z_dim: int = 512
   dropout: float = 0.1
   skip_dropout: float = 0.0  # UNet.skip_dropout; 0: the official model
+  cond_shift: bool = False  # UNet.cond_shift; False: the official model
   dtype: str = "float32"  # compute dtype; parameters stay float32
 
   def setup(self):
@@ -47,7 +48,7 @@ class DiffAE(nn.Module):
         channel_mult=tuple(self.channel_mult), num_res_blocks=self.num_res_blocks,
         attn_resolutions=tuple(self.attn_resolutions), num_heads=self.num_heads,
         embed_dim=self.embed_dim, dropout=self.dropout, skip_dropout=self.skip_dropout,
-        out_channels=self.in_channels, dtype=dt)
+        cond_shift=self.cond_shift, out_channels=self.in_channels, dtype=dt)
     enc_attn = self.attn_resolutions if self.enc_attn_resolutions is None \
         else self.enc_attn_resolutions
     self.encoder = SemanticEncoder(

@@ -124,8 +124,8 @@ def avg_pool(x):
 class ResBlock(nn.Module):
   """Diff-AE ResBlock.
 
-  With `use_condition` (every UNet block): time scale+shift, then semantic scale,
-  zero-initialised output conv. Without it (every encoder block): a single
+  With `use_condition` (every UNet block): time scale+shift, then semantic scale
+  (with `cond_shift`, semantic scale+shift), zero-initialised output conv. Without it (every encoder block): a single
   GN -> SiLU -> conv branch plus the skip, and no other layers.
   Resampling (`up` nearest x2 / `down` avg-pool 2) is applied to both branches
   between the first norm-activation and the first conv.
@@ -135,6 +135,7 @@ class ResBlock(nn.Module):
   up: bool = False
   down: bool = False
   dropout: float = 0.0
+  cond_shift: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -149,11 +150,14 @@ class ResBlock(nn.Module):
     if self.use_condition:
       t = dense(nn.silu(emb), 2 * self.features, name="emb_proj", dtype=self.dtype)
       t_scale, t_shift = jnp.split(t[:, None, None, :], 2, axis=-1)
-      z_scale = dense(nn.silu(cond), self.features, name="cond_proj", dtype=self.dtype)
-      # GN(h) * (1 + t_scale) + t_shift, then * (1 + z_scale), then SiLU, in one op
-      z_mul = 1 + z_scale[:, None, None, :]
+      z = dense(nn.silu(cond), (1 + self.cond_shift) * self.features, name="cond_proj",
+                dtype=self.dtype)[:, None, None, :]
+      z_scale, z_shift = jnp.split(z, 2, axis=-1) if self.cond_shift else (z, 0.0)
+      # GN(h) * (1 + t_scale) + t_shift, then * (1 + z_scale) [+ z_shift], then
+      # SiLU, in one op
+      z_mul = 1 + z_scale
       h = group_norm(h, name="out_norm", silu=True, mul=(1 + t_scale) * z_mul,
-                     add=t_shift * z_mul)
+                     add=t_shift * z_mul + z_shift)
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
       h = conv(h, self.features, 3, name="out_conv", dtype=self.dtype, zero_init=True)
 

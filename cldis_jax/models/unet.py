@@ -21,6 +21,9 @@ class UNet(Trunk):
   # probability, so the decoder half must draw from the code and the
   # bottleneck (Skip Dropout, Jun et al., NeurIPS 2024). 0: off (Diff-AE).
   skip_dropout: float = 0.0
+  # Each block also adds a shift read from the code (FiLM's scale and
+  # shift) instead of scaling alone. False: Diff-AE.
+  cond_shift: bool = False
   out_channels: int = 3
 
   @nn.compact
@@ -36,8 +39,9 @@ class UNet(Trunk):
     z = z_sem.astype(dt)
 
     def res(h, features, name, **kw):
-      return ResBlock(features, dropout=self.dropout, dtype=dt, name=name, **kw)(
-          h, emb, z, train=train)
+      block = ResBlock(features, dropout=self.dropout, cond_shift=self.cond_shift, dtype=dt,
+                       name=name, **kw)
+      return block(h, emb, z, train=train)
 
     def attn(h, name):
       return AttentionBlock(self.num_heads, dtype=dt, name=name)(h)
