@@ -125,8 +125,9 @@ class ResBlock(nn.Module):
   """Diff-AE ResBlock.
 
   With `use_condition` (every UNet block): time scale+shift, then semantic scale
-  (with `cond_shift`, semantic scale+shift), zero-initialised output conv. Without it (every encoder block): a single
-  GN -> SiLU -> conv branch plus the skip, and no other layers.
+  (with `cond_shift`, semantic scale+shift), zero-initialised output conv.
+  Without it (every encoder block): a single GN -> SiLU -> conv branch plus the
+  skip, and no other layers.
   Resampling (`up` nearest x2 / `down` avg-pool 2) is applied to both branches
   between the first norm-activation and the first conv.
   """
