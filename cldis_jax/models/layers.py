@@ -153,12 +153,12 @@ class ResBlock(nn.Module):
       t_scale, t_shift = jnp.split(t[:, None, None, :], 2, axis=-1)
       z = dense(nn.silu(cond), (1 + self.cond_shift) * self.features, name="cond_proj",
                 dtype=self.dtype)[:, None, None, :]
-      z_scale, z_shift = jnp.split(z, 2, axis=-1) if self.cond_shift else (z, 0.0)
+      z_scale, z_shift = jnp.split(z, 2, axis=-1) if self.cond_shift else (z, None)
       # GN(h) * (1 + t_scale) + t_shift, then * (1 + z_scale) [+ z_shift], then
       # SiLU, in one op
       z_mul = 1 + z_scale
-      h = group_norm(h, name="out_norm", silu=True, mul=(1 + t_scale) * z_mul,
-                     add=t_shift * z_mul + z_shift)
+      add = t_shift * z_mul if z_shift is None else t_shift * z_mul + z_shift
+      h = group_norm(h, name="out_norm", silu=True, mul=(1 + t_scale) * z_mul, add=add)
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
       h = conv(h, self.features, 3, name="out_conv", dtype=self.dtype, zero_init=True)
 
